@@ -1,0 +1,168 @@
+"""Corpora: read documents from anywhere, split train/val without sharing a paragraph.
+
+A corpus spec is one of
+  * ``embedded:austen`` - the six Austen novels shipped gzipped in fixtures/data/austen
+  * a ``.txt`` / ``.txt.gz`` file (one document) or a folder of them (one per file)
+  * a ``.jsonl`` / ``.jsonl.gz`` file, one document per line in its ``text`` field
+  * a ``.parquet`` file with a ``text`` column
+  * ``hf:NAME`` or ``hf:NAME:SPLIT`` - a Hugging Face dataset's ``text`` column
+
+The split works per document at paragraph boundaries (blank lines): the last
+``val_fraction`` of each document's characters, rounded to whole paragraphs, is
+validation. Contiguous blocks keep long-range structure intact inside each side, and
+no paragraph is ever on both sides.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kernels.errors import ExpspecError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "data"
+EMBEDDED = {"austen": DATA_DIR / "austen"}
+
+
+@dataclass
+class Document:
+    name: str
+    text: str
+
+
+@dataclass
+class CorpusSplit:
+    train: list[Document]
+    val: list[Document]
+    fingerprint: str = ""
+    sources: list[str] = field(default_factory=list)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise ExpspecError(f"corpus {path}: cannot read as UTF-8 text ({exc})") from None
+
+
+def _read_jsonl(path: Path) -> list[Document]:
+    docs = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ExpspecError(f"corpus {path}:{lineno}: not a JSON object per line") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ExpspecError(f"corpus {path}:{lineno}: expected a string field 'text'")
+        docs.append(Document(f"{path.name}:{lineno}", record["text"]))
+    return docs
+
+
+def _read_parquet(path: Path) -> list[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises many types for a bad file
+        raise ExpspecError(f"corpus {path}: not a readable parquet file ({exc})") from None
+    if "text" not in table.column_names:
+        raise ExpspecError(f"corpus {path}: no 'text' column (columns: {table.column_names})")
+    return [Document(f"{path.name}:{i}", t) for i, t in enumerate(table.column("text").to_pylist())
+            if isinstance(t, str)]
+
+
+def _read_hf(spec: str) -> list[Document]:
+    name, _, split = spec[3:].partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise ExpspecError(f"corpus {spec}: needs the 'datasets' package (pip install expspec[hf])") from None
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:
+        raise ExpspecError(
+            f"corpus {spec}: cannot load dataset {name!r} ({type(exc).__name__}); download it "
+            f"where there is a network or pass a local .jsonl/.parquet with a 'text' field"
+        ) from None
+    if "text" not in ds.column_names:
+        raise ExpspecError(f"corpus {spec}: dataset has no 'text' column ({ds.column_names})")
+    return [Document(f"{name}:{i}", t) for i, t in enumerate(ds["text"])]
+
+
+def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
+    """Read a corpus spec into documents; an unreadable or empty corpus is an error."""
+    if spec.startswith("embedded:"):
+        key = spec.split(":", 1)[1]
+        if key not in EMBEDDED:
+            raise ExpspecError(f"corpus {spec}: unknown embedded corpus (known: {', '.join(EMBEDDED)})")
+        spec = str(EMBEDDED[key])
+    if spec.startswith("hf:"):
+        docs = _read_hf(spec)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir()
+                           if p.name.endswith((".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")))
+            docs = [d for f in files for d in load_documents(str(f))]
+        elif not path.is_file():
+            raise ExpspecError(f"corpus {path}: no such file or folder")
+        elif path.name.endswith((".jsonl", ".jsonl.gz")):
+            docs = _read_jsonl(path)
+        elif path.name.endswith(".parquet"):
+            docs = _read_parquet(path)
+        elif path.name.endswith((".txt", ".txt.gz")):
+            docs = [Document(path.name.split(".")[0], _read_text(path))]
+        else:
+            raise ExpspecError(f"corpus {path}: expected .txt, .jsonl, .parquet (optionally .gz) or a folder")
+    docs = [d for d in docs if d.text.strip()]
+    if max_docs:
+        docs = docs[:max_docs]
+    if not docs:
+        raise ExpspecError(f"corpus {spec}: empty (no document with text)")
+    return docs
+
+
+def paragraphs(text: str) -> list[str]:
+    """Blank-line separated blocks, with hard line wraps inside a block undone."""
+    return [re.sub(r"\s*\n\s*", " ", p.strip()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
+    """Per document: the last ``val_fraction`` of characters (whole paragraphs) is val."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ExpspecError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
+    train, val = [], []
+    for doc in docs:
+        paras = paragraphs(doc.text)
+        total = sum(len(p) for p in paras)
+        cut, seen = len(paras), 0
+        for i in range(len(paras) - 1, 0, -1):
+            seen += len(paras[i])
+            if seen >= val_fraction * total:
+                cut = i
+                break
+        if cut < len(paras):
+            val.append(Document(doc.name, "\n\n".join(paras[cut:])))
+        train.append(Document(doc.name, "\n\n".join(paras[:cut])))
+    if not val:  # a corpus of single-paragraph documents: hold out whole documents instead
+        n_val = max(1, round(val_fraction * len(docs)))
+        if n_val >= len(docs):
+            raise ExpspecError("corpus: too small to hold out a validation paragraph")
+        train, val = train[:-n_val], train[-n_val:]
+    digest = hashlib.sha256()
+    for doc in docs:
+        digest.update(doc.name.encode() + b"\0" + hashlib.sha256(doc.text.encode()).digest())
+    return CorpusSplit(train, val, fingerprint=digest.hexdigest()[:16], sources=[d.name for d in docs])
+
+
+def load_corpus(spec: str, val_fraction: float = 0.05, max_docs: int = 0) -> CorpusSplit:
+    split = split_documents(load_documents(spec, max_docs=max_docs), val_fraction)
+    split.sources = [spec]
+    return split

