@@ -98,9 +98,12 @@ def families() -> list[str]:
     return list(DEFAULTS)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Turn a string (env / --set) or a TOML value into the type of ``default``."""
-    if isinstance(value, str) and not isinstance(default, str):
+def _coerce(value: Any, default: Any, where: str, from_text: bool = True) -> Any:
+    """Turn a string (env / --set) or a TOML value into the type of ``default``.
+
+    Text from the environment or --set is parsed; TOML values are already typed and
+    must match (an int where a float is expected is the one widening allowed)."""
+    if from_text and isinstance(value, str) and not isinstance(default, str):
         text = value.strip()
         try:
             if isinstance(default, bool):
@@ -138,12 +141,12 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _set(resolved: dict, family: str, key: str, value: Any, where: str) -> None:
+def _set(resolved: dict, family: str, key: str, value: Any, where: str, from_text: bool = True) -> None:
     if family not in DEFAULTS:
         raise ExpspecError(f"{where}: unknown family {family!r} (known: {', '.join(DEFAULTS)})")
     if key not in DEFAULTS[family]:
         raise ExpspecError(f"{where}: unknown key {family}.{key}")
-    resolved[family][key] = _coerce(value, DEFAULTS[family][key], f"{where}: {family}.{key}")
+    resolved[family][key] = _coerce(value, DEFAULTS[family][key], f"{where}: {family}.{key}", from_text)
 
 
 def read_profile(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -196,7 +199,7 @@ def resolve_config(
     if profile is not None:
         for family, table in read_profile(profile).items():
             for key, value in table.items():
-                _set(resolved, family, key, value, f"profile {profile}")
+                _set(resolved, family, key, value, f"profile {profile}", from_text=False)
     for family, key, value, var in env_overrides(os.environ if environ is None else environ):
         _set(resolved, family, key, value, f"environment {var}")
     for family, key, value in parse_set(overrides):

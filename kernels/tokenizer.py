@@ -58,12 +58,38 @@ class Tokenizer:
         return stream[:max_tokens] if max_tokens else stream
 
 
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: the printable stand-in of each byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _piece_bytes(piece: str, byte_decoder: dict[str, int]) -> int:
+    """UTF-8 bytes a vocabulary entry stands for (byte-level BPE or SentencePiece)."""
+    if all(ch in byte_decoder for ch in piece):
+        return len(piece)  # byte-level BPE: one stand-in char per byte
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return 1  # SentencePiece byte fallback
+    return len(piece.replace("\u2581", " ").encode("utf-8"))
+
+
 def _token_bytes(backend, special_ids: set[int]) -> np.ndarray:
-    vocab = backend.get_vocab_size(with_added_tokens=True)
-    out = np.zeros(vocab, dtype=np.int32)
-    for i in range(vocab):
-        if i not in special_ids:
-            out[i] = len(backend.decode([i], skip_special_tokens=False).encode("utf-8"))
+    """Per token id, its UTF-8 length; 0 for special tokens (they carry no text).
+
+    Decoding ids one at a time would be wrong: a byte-level token that holds half of a
+    multi-byte character decodes to U+FFFD (3 bytes). Count the vocabulary pieces."""
+    decoder = _byte_decoder()
+    out = np.zeros(backend.get_vocab_size(with_added_tokens=True), dtype=np.int32)
+    for piece, i in backend.get_vocab(with_added_tokens=True).items():
+        if i not in special_ids and i < len(out):
+            out[i] = _piece_bytes(piece, decoder)
     return out
 
 
@@ -109,7 +135,7 @@ def model_tokenizer(name: str) -> Tokenizer:
                            f"download the model first") from None
     backend = hf.backend_tokenizer
     eos = hf.eos_token_id if hf.eos_token_id is not None else 0
-    specials = set(hf.all_special_ids)
+    specials = set(hf.all_special_ids) | {i for i, t in hf.added_tokens_decoder.items() if t.special}
     return Tokenizer(f"model:{name.lower()}", backend, eos, _token_bytes(backend, specials))
 
 

@@ -1,0 +1,211 @@
+"""Entropy decay: how fast more context lowers next-token loss, the gamma of alpha = gamma / (2 beta).
+
+Why: arXiv 2602.07488 models the loss of predicting a token from the n tokens before it
+as L_n = A n^-gamma (offset-free, the paper) or L_n - H_inf = A n^-gamma (with the
+entropy-rate floor H_inf, the seed's form). Both are fitted and recorded; one is chosen.
+
+Two estimates of L_n:
+
+* ``per_position_loss`` (the default, robust): a causal LM's mean cross-entropy at
+  position n of random windows of length T, so one window gives T - 1 context lengths
+  and the fit has many points. Any model that returns ``.logits`` works (HF causal LMs,
+  a tiny GPT trained here).
+* ``ngram_conditional_entropy`` (plug-in): H(x_{n+1} | previous n tokens) from counts.
+  Biased downward, increasingly so as contexts get rare (a context seen once predicts
+  its successor "perfectly"), so orders where most contexts are singletons are dropped.
+  On ~1M BPE tokens only a handful of orders survive; an earlier implementation fitted
+  gamma = 1.72 on 4 such points. Use it as a cross-check, not as the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+
+import numpy as np
+
+from kernels.errors import ExpspecError
+from kernels.power_law import PowerLawFit, fit_power_law
+
+GAMMA_FORMS = ("offset_free", "offset")
+FIRST_FITTED_CONTEXT = 2  # default window starts at n = 2: see ``default_window``
+
+
+def per_position_loss(model, tokens, context_len: int, n_windows: int, seed: int = 0,
+                      batch_size: int = 8, device: str = "cpu") -> np.ndarray:
+    """L_n for n = 1..T-1 (index 0 is n = 1): mean nats of token n+1 given the n before it.
+
+    Windows of T = context_len tokens start at distinct random offsets of the stream
+    (seeded; with replacement only if the stream has fewer offsets than windows). No
+    padding, no BOS: position n of a window has exactly n real tokens of context.
+    """
+    import torch
+
+    tokens = np.asarray(tokens)
+    if context_len < 2:
+        raise ExpspecError(f"per_position_loss: context_len must be >= 2, got {context_len}")
+    if n_windows < 1 or batch_size < 1:
+        raise ExpspecError(f"per_position_loss: n_windows and batch_size must be >= 1, "
+                           f"got {n_windows}, {batch_size}")
+    offsets = tokens.size - context_len + 1
+    if tokens.ndim != 1 or offsets < 1:
+        raise ExpspecError(f"per_position_loss: need a 1-D stream of at least {context_len} tokens, "
+                           f"got shape {tokens.shape}")
+    rng = np.random.default_rng(seed)
+    starts = rng.choice(offsets, size=n_windows, replace=n_windows > offsets)
+    windows = tokens[starts[:, None] + np.arange(context_len)].astype(np.int64)
+
+    total = torch.zeros(context_len - 1, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for first in range(0, n_windows, batch_size):
+                batch = torch.from_numpy(windows[first:first + batch_size]).to(device)
+                logits = model(batch).logits[:, :-1].float()
+                nats = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+                ).view(batch.shape[0], -1)
+                total += nats.sum(0).double().cpu()
+    finally:
+        model.train(was_training)
+    return (total / n_windows).numpy()
+
+
+@dataclass
+class NgramEntropy:
+    orders: list[int]  # kept context lengths n (0 = unigram)
+    entropy: list[float]  # plug-in H(x_{n+1} | n previous tokens), nats
+    singleton_fraction: list[float]  # per kept order: share of distinct contexts seen once
+    dropped: list[int]  # orders starved of data (and every longer one)
+    n_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def losses_by_n(self) -> dict[int, float]:
+        """{n: H_n} for n >= 1, the input ``entropy_decay`` expects."""
+        return {n: h for n, h in zip(self.orders, self.entropy) if n >= 1}
+
+
+def _plugin_entropy(counts: np.ndarray) -> float:
+    share = counts / counts.sum()
+    return float(-np.sum(share * np.log(share)))
+
+
+def ngram_conditional_entropy(tokens, max_n: int, starvation: float = 0.98) -> NgramEntropy:
+    """Plug-in H(x_{n+1} | x_{t-n+1..t}) for n = 0..max_n, stopping at data starvation.
+
+    H_n = H(context, next) - H(context), both counted over the same N - n positions.
+    n-grams get exact integer ids by repeated ``np.unique`` of (id of the (n-1)-gram
+    ending one step earlier, next token), so no hashing collisions and O(N log N) per n.
+    Biased downward: with few samples per context the plug-in estimate undercounts the
+    successor distribution; order n is dropped (with every longer one) when more than
+    ``starvation`` of its distinct contexts occur only once.
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or tokens.size < 2 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ExpspecError("ngram_conditional_entropy: need a 1-D integer stream of >= 2 tokens")
+    if max_n < 0 or not 0.0 < starvation <= 1.0:
+        raise ExpspecError(f"ngram_conditional_entropy: need max_n >= 0 and 0 < starvation <= 1, "
+                           f"got {max_n}, {starvation}")
+    _, token_ids = np.unique(tokens, return_inverse=True)
+    token_ids = token_ids.astype(np.int64)
+    n_symbols = int(token_ids.max()) + 1
+    orders, entropy, singletons, dropped = [0], [_plugin_entropy(np.bincount(token_ids))], [0.0], []
+    # gram_ids[t] = id of the n-gram ending at t (valid for t >= n - 1); starts as unigrams.
+    gram_ids = token_ids
+    for n in range(1, max_n + 1):
+        if n >= tokens.size:
+            dropped.extend(range(n, max_n + 1))
+            break
+        context = gram_ids[n - 1:-1]  # the n-gram ending just before each predicted token
+        _, context_counts = np.unique(context, return_counts=True)
+        singleton_share = float(np.mean(context_counts == 1))
+        if singleton_share > starvation:
+            dropped.extend(range(n, max_n + 1))
+            break
+        _, joint_ids, joint_counts = np.unique(context * n_symbols + token_ids[n:],
+                                               return_inverse=True, return_counts=True)
+        orders.append(n)
+        entropy.append(_plugin_entropy(joint_counts) - _plugin_entropy(context_counts))
+        singletons.append(singleton_share)
+        gram_ids = np.concatenate([np.full(n, -1, dtype=np.int64), joint_ids.astype(np.int64)])
+    return NgramEntropy(orders, entropy, singletons, dropped, int(tokens.size))
+
+
+@dataclass
+class EntropyDecay:
+    form: str  # the chosen form, offset_free | offset
+    gamma: float  # gamma of the chosen form
+    ci: tuple[float, float] | None  # CI of the chosen gamma
+    gamma_offset_free: float
+    prefactor_offset_free: float
+    r2_offset_free: float
+    ci_offset_free: tuple[float, float] | None
+    gamma_offset: float  # nan when the offset fit could not be made (fewer than 3 points)
+    prefactor_offset: float
+    h_inf: float  # the offset form's entropy-rate floor H_inf
+    r2_offset: float
+    ci_offset: tuple[float, float] | None
+    window: tuple[float, float]
+    n_points: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_curve(losses_by_n) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(losses_by_n, Mapping):
+        n = np.array(sorted(losses_by_n), dtype=float)
+        return n, np.array([losses_by_n[k] for k in sorted(losses_by_n)], dtype=float)
+    losses = np.asarray(losses_by_n, dtype=float).ravel()
+    return np.arange(1, losses.size + 1, dtype=float), losses
+
+
+def default_window(n: np.ndarray) -> tuple[float, float]:
+    """n >= 2 up to the last context length.
+
+    n = 1 is left out: with a single token of context the loss is the bigram
+    loss, set by the unigram/bigram table rather than by the long-context decay the
+    exponent describes (and a trained model's first position sees no attention
+    history). Every longer context is kept so the fit has T - 2 points.
+    """
+    first = FIRST_FITTED_CONTEXT if np.sum(n >= FIRST_FITTED_CONTEXT) >= 2 else float(n.min())
+    return float(first), float(n.max())
+
+
+def entropy_decay(losses_by_n, form: str = "offset_free", window: tuple[float, float] | None = None,
+                  bootstrap: int = 0, seed: int = 0) -> EntropyDecay:
+    """Fit L_n = A n^-gamma and L_n = A n^-gamma + H_inf; report both, choose ``form``.
+
+    ``losses_by_n`` is per_position_loss's array (index 0 is n = 1) or a mapping {n: L_n}.
+    ``bootstrap`` resamples context lengths (fit_power_law's point bootstrap).
+    """
+    if form not in GAMMA_FORMS:
+        raise ExpspecError(f"entropy_decay: form must be one of {', '.join(GAMMA_FORMS)}, got {form!r}")
+    n, losses = _as_curve(losses_by_n)
+    if n.size == 0:
+        raise ExpspecError("entropy_decay: no losses given")
+    window = tuple(window) if window is not None else default_window(n)
+    free = fit_power_law(n, losses, window=window, bootstrap=bootstrap, seed=seed)
+    try:
+        floored: PowerLawFit | None = fit_power_law(n, losses, offset=True, window=window,
+                                                    bootstrap=bootstrap, seed=seed)
+    except ExpspecError:
+        if form == "offset":
+            raise
+        floored = None
+    nan = float("nan")
+    chosen = floored if form == "offset" else free
+    return EntropyDecay(
+        form=form, gamma=chosen.exponent, ci=chosen.ci,
+        gamma_offset_free=free.exponent, prefactor_offset_free=free.prefactor,
+        r2_offset_free=free.r2, ci_offset_free=free.ci,
+        gamma_offset=floored.exponent if floored else nan,
+        prefactor_offset=floored.prefactor if floored else nan,
+        h_inf=floored.offset if floored else nan,
+        r2_offset=floored.r2 if floored else nan,
+        ci_offset=floored.ci if floored else None,
+        window=(float(window[0]), float(window[1])), n_points=free.n_points,
+    )

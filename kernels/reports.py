@@ -1,0 +1,129 @@
+"""Run reports: one row per acceptance criterion, as summary.md and index.html.
+
+A criterion record is plain data collected from pytest's reports (the properties a
+test recorded with ``record_property``): its name, PASS/FAIL/SKIP, the measured value
+and the requirement, an optional manual-review verdict, artifacts and PNG plots.
+index.html embeds the plots so the page can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class CriterionRecord:
+    nodeid: str
+    outcome: str  # passed | failed | skipped | error
+    duration: float = 0.0
+    measured: str = ""
+    required: str = ""
+    review: str = ""
+    message: str = ""
+    values: dict = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)
+    plots: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.nodeid.split("::")[-1]
+
+    @property
+    def family(self) -> str:
+        return Path(self.nodeid.split("::")[0]).stem.removeprefix("test_")
+
+    @property
+    def verdict(self) -> str:
+        return {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}.get(
+            self.outcome, self.outcome.upper())
+
+
+def record_from_properties(nodeid: str, outcome: str, duration: float, properties, message: str = ""):
+    rec = CriterionRecord(nodeid, outcome, duration, message=message)
+    for key, value in properties:
+        if key == "measured":
+            rec.measured = str(value)
+        elif key == "required":
+            rec.required = str(value)
+        elif key == "review":
+            rec.review = str(value)
+        elif key == "artifact":
+            rec.artifacts.append(str(value))
+        elif key == "plot":
+            rec.plots.append(str(value))
+        else:
+            rec.values[key] = value
+    return rec
+
+
+def _rel(path: str, run_dir: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), run_dir.resolve())
+    except ValueError:
+        return path
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict) -> Path:
+    counts = {v: sum(r.verdict == v for r in records) for v in ("PASS", "FAIL", "ERROR", "SKIP")}
+    lines = [f"# expspec run {run_dir.name}", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += ["- result: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
+    lines += ["| criterion | family | result | measured | required | review |",
+              "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {_cell(r.name)} | {r.family} | {r.verdict} | {_cell(r.measured)} | "
+                     f"{_cell(r.required)} | {_cell(r.review)} |")
+    for r in records:
+        if not (r.values or r.artifacts or r.plots or r.message):
+            continue
+        lines += ["", f"## {r.name} — {r.verdict}", ""]
+        if r.message:
+            lines += [f"> {_cell(r.message)[:500]}", ""]
+        lines += [f"- {k}: {v}" for k, v in r.values.items()]
+        lines += [f"- artifact: [{Path(a).name}]({_rel(a, run_dir)})" for a in r.artifacts]
+        lines += [f"![{Path(p).stem}]({_rel(p, run_dir)})" for p in r.plots]
+    path = run_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+.PASS{background:#dfd}.FAIL,.ERROR{background:#fdd}.SKIP{background:#eee}img{max-width:640px}"""
+
+
+def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict) -> Path:
+    esc = html.escape
+    out = [f"<!doctype html><meta charset='utf-8'><title>expspec {esc(run_dir.name)}</title>",
+           f"<style>{_CSS}</style><h1>expspec run {esc(run_dir.name)}</h1><ul>"]
+    out += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in header.items()]
+    out.append("</ul><table><tr><th>criterion</th><th>family</th><th>result</th><th>measured</th>"
+               "<th>required</th><th>review</th></tr>")
+    for r in records:
+        out.append(f"<tr class='{r.verdict}'><td><a href='#{esc(r.nodeid)}'>{esc(r.name)}</a></td>"
+                   f"<td>{esc(r.family)}</td><td>{r.verdict}</td><td>{esc(r.measured)}</td>"
+                   f"<td>{esc(r.required)}</td><td>{esc(r.review)}</td></tr>")
+    out.append("</table>")
+    for r in records:
+        out.append(f"<h2 id='{esc(r.nodeid)}'>{esc(r.name)} — {r.verdict}</h2>")
+        if r.message:
+            out.append(f"<pre>{esc(r.message[:2000])}</pre>")
+        out.append("<ul>" + "".join(f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in r.values.items()))
+        out += [f"<li>artifact: <a href='{esc(_rel(a, run_dir))}'>{esc(Path(a).name)}</a></li>"
+                for a in r.artifacts]
+        out.append("</ul>")
+        for p in r.plots:
+            if Path(p).is_file():
+                data = base64.b64encode(Path(p).read_bytes()).decode()
+                out.append(f"<img alt='{esc(Path(p).stem)}' src='data:image/png;base64,{data}'>")
+    path = run_dir / "index.html"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,120 @@
+"""Time-to-target: when did (or would) a run's validation metric reach a threshold?
+
+Why: Lane B compares training recipes by wall-clock time to a fixed val_bpb, not by
+final loss. A run that reaches the threshold gives a *measured* time: the cumulative
+training time (evaluation time excluded) at the first evaluation whose metric reaches
+it. A run that stops short gives an *extrapolated* time: a fit over its last few
+evaluation points, projected to the threshold and converted to seconds with the run's
+median step time. The two are kept apart (and the method is recorded) because a
+projection is a guess, and one fitted inside a warmdown is an optimistic one.
+
+Both the trainer and the nanochat log parser call ``time_to_target`` so a builtin run
+and a nanochat run are scored by the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from kernels.errors import ExpspecError
+
+# Step-time medians skip the first steps of a run (allocator warm-up, compilation,
+# caches): they are not the steady-state speed the medians are meant to describe.
+WARMUP_STEPS_EXCLUDED = 3
+FIT_POINTS = 4  # most recent eval points (step > 0) used by the extrapolation
+FITS = ("power_law", "linear")
+
+
+def step_time_medians(dt_ms: Sequence[float], tok_per_sec: Sequence[float],
+                      skip: int = WARMUP_STEPS_EXCLUDED) -> tuple[float, float]:
+    """(median tok/sec, median step ms) over all steps but the first ``skip``.
+
+    When a run has no more than ``skip`` steps, all of them are used.
+    """
+    if len(dt_ms) == 0:
+        return float("nan"), float("nan")
+    first = skip if len(dt_ms) > skip else 0
+    return float(np.median(np.asarray(tok_per_sec[first:], dtype=float))), float(
+        np.median(np.asarray(dt_ms[first:], dtype=float))
+    )
+
+
+@dataclass
+class TimeToTarget:
+    method: str  # measured | extrapolated:<fit> | unreachable | no_threshold | too_few_evals
+    measured_sec: float = float("nan")
+    extrapolated_sec: float = float("nan")
+    crossing_step: float = float("nan")  # eval step reached, or the fitted crossing step
+    reached_within_horizon: bool = False
+    fit: dict = field(default_factory=dict)  # the fitted curve, for the report
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _reached(value: float, threshold: float, lower_is_better: bool) -> bool:
+    return value <= threshold if lower_is_better else value >= threshold
+
+
+def fit_crossing_step(steps: Sequence[float], values: Sequence[float], threshold: float,
+                      fit: str = "power_law") -> tuple[float, dict]:
+    """Step at which a fitted curve through (steps, values) crosses ``threshold``.
+
+    ``power_law``: log v = a + b log s, i.e. v = e^a s^b; ``linear``: v = a + b s.
+    Returns (inf, fit) when the curve moves away from the threshold or never meets it.
+    """
+    s = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if fit == "power_law":
+        if np.any(v <= 0) or threshold <= 0:
+            return math.inf, {"fit": fit, "error": "power law needs positive values"}
+        b, a = np.polyfit(np.log(s), np.log(v), 1)
+        info = {"fit": fit, "a": float(a), "b": float(b), "points": len(s)}
+        moving_toward = (b < 0) == (threshold < v[-1])
+        if b == 0 or not moving_toward:
+            return math.inf, info
+        return float(math.exp((math.log(threshold) - a) / b)), info
+    if fit == "linear":
+        b, a = np.polyfit(s, v, 1)
+        info = {"fit": fit, "a": float(a), "b": float(b), "points": len(s)}
+        moving_toward = (b < 0) == (threshold < v[-1])
+        if b == 0 or not moving_toward:
+            return math.inf, info
+        return float((threshold - a) / b), info
+    raise ExpspecError(f"time-to-target fit {fit!r}: expected one of {', '.join(FITS)}")
+
+
+def time_to_target(evals: Sequence[tuple[int, float]], train_time_at_eval: Sequence[float],
+                   threshold: float, horizon: int, sec_per_step: float,
+                   lower_is_better: bool = True, fit: str = "power_law",
+                   fit_points: int = FIT_POINTS) -> TimeToTarget:
+    """Measured time at the first eval reaching ``threshold``, else a fitted projection.
+
+    ``evals`` are (step, metric) in step order; ``train_time_at_eval[i]`` is the
+    cumulative training time (seconds, evals excluded) when eval ``i`` was taken.
+    ``horizon`` is the run's planned number of steps; ``sec_per_step`` converts a
+    projected step into seconds (use the median step time).
+    """
+    if len(evals) != len(train_time_at_eval):
+        raise ExpspecError("time-to-target: one training time per eval point is required")
+    if threshold is None or math.isnan(threshold):
+        return TimeToTarget("no_threshold")
+    for (step, value), sec in zip(evals, train_time_at_eval):
+        if math.isfinite(value) and _reached(value, threshold, lower_is_better):
+            return TimeToTarget("measured", measured_sec=float(sec), crossing_step=float(step),
+                                reached_within_horizon=step <= horizon)
+    points = [(s, v) for s, v in evals if s > 0 and math.isfinite(v)][-fit_points:]
+    if len(points) < 2:
+        return TimeToTarget("too_few_evals")
+    crossing, info = fit_crossing_step([p[0] for p in points], [p[1] for p in points],
+                                       threshold, fit)
+    if not math.isfinite(crossing):
+        return TimeToTarget("unreachable", extrapolated_sec=math.inf, crossing_step=math.inf,
+                            fit=info)
+    return TimeToTarget(f"extrapolated:{fit}", extrapolated_sec=crossing * sec_per_step,
+                        crossing_step=crossing, reached_within_horizon=crossing <= horizon,
+                        fit=info)

@@ -1,0 +1,80 @@
+"""Config resolution: defaults < profile < environment < --set; unknown keys fail by name."""
+
+import json
+
+import pytest
+
+from kernels.config import DEFAULTS, config_json, resolve_config
+from kernels.errors import ExpspecError
+from fixtures.scale import PROFILES_DIR
+
+
+def write(tmp_path, text, name="p.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_profile():
+    cfg = resolve_config(None, [], environ={})
+    assert cfg == DEFAULTS
+    assert cfg is not DEFAULTS and cfg["lane_b"]["lags"] is not DEFAULTS["lane_b"]["lags"]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "hero"])
+def test_shipped_profiles_resolve(scale):
+    cfg = resolve_config(PROFILES_DIR / f"{scale}.toml", [], environ={})
+    assert set(cfg) == set(DEFAULTS)
+
+
+def test_precedence_profile_env_set(tmp_path):
+    prof = write(tmp_path, "[lane_b]\ncalib_iters = [10, 20]\ndepth = 3\nlearning_rate = 1\n")
+    env = {"EXPSPEC_LANE_B_DEPTH": "5", "LANE_B_MAX_SEQ_LEN": "64", "UNRELATED": "x", "EXPSPEC_CACHE": "/tmp"}
+    cfg = resolve_config(prof, ["lane_b.calib_iters=300,600,900"], environ=env)
+    assert cfg["lane_b"]["calib_iters"] == [300, 600, 900]  # --set beats profile
+    assert cfg["lane_b"]["depth"] == 5  # env beats profile
+    assert cfg["lane_b"]["max_seq_len"] == 64  # the seed's LANE_B_* names work
+    assert cfg["lane_b"]["learning_rate"] == 1.0 and isinstance(cfg["lane_b"]["learning_rate"], float)
+    cfg2 = resolve_config(prof, ["lane_b.depth=7"], environ=env)
+    assert cfg2["lane_b"]["depth"] == 7  # --set beats env
+
+
+def test_set_types_and_dict():
+    cfg = resolve_config(None, ["lane_b.skip_existing_run_ids=false", "lane_b.target_threshold=1.25",
+                                'lane_b.alpha_review={decision = "accepted", by = "me", reason = "r"}'],
+                         environ={})
+    assert cfg["lane_b"]["skip_existing_run_ids"] is False
+    assert cfg["lane_b"]["target_threshold"] == 1.25
+    assert cfg["lane_b"]["alpha_review"]["decision"] == "accepted"
+
+
+@pytest.mark.parametrize("source", ["profile", "env", "set"])
+def test_unknown_key_is_named(tmp_path, source):
+    prof = write(tmp_path, "[lane_b]\ncalib_itres = [1, 2]\n") if source == "profile" else None
+    env = {"EXPSPEC_LANE_B_CALIB_ITRES": "1"} if source == "env" else {}
+    sets = ["lane_b.calib_itres=1"] if source == "set" else []
+    with pytest.raises(ExpspecError, match="unknown key lane_b.calib_itres"):
+        resolve_config(prof, sets, environ=env)
+
+
+def test_bad_inputs_are_one_line(tmp_path):
+    with pytest.raises(ExpspecError, match="file not found"):
+        resolve_config(tmp_path / "missing.toml", [], environ={})
+    with pytest.raises(ExpspecError, match="not valid TOML"):
+        resolve_config(write(tmp_path, "[lane_b\n"), [], environ={})
+    with pytest.raises(ExpspecError, match="unknown family"):
+        resolve_config(None, ["lane_c.depth=1"], environ={})
+    with pytest.raises(ExpspecError, match="cannot read 'deep' as int"):
+        resolve_config(None, ["lane_b.depth=deep"], environ={})
+    with pytest.raises(ExpspecError, match="expected family.key=value"):
+        resolve_config(None, ["depth=2"], environ={})
+    with pytest.raises(ExpspecError, match="expected int, got str"):
+        resolve_config(write(tmp_path, '[lane_b]\ndepth = "2"\n'), [], environ={})
+    for err in (ExpspecError("a\nb   c"),):
+        assert str(err) == "a b c"
+
+
+def test_config_json_is_stable_and_parseable():
+    cfg = resolve_config(None, [], environ={})
+    text = config_json(cfg)
+    assert text == config_json(json.loads(text))

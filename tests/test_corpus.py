@@ -1,0 +1,102 @@
+"""Corpus loaders and the paragraph-level train/val split."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kernels.corpus import load_corpus, load_documents, paragraphs, split_documents, Document
+from kernels.errors import ExpspecError
+from kernels.tokenizer import get_tokenizer
+
+
+def test_embedded_austen_split_never_shares_a_paragraph():
+    split = load_corpus("embedded:austen", val_fraction=0.05)
+    assert len(split.train) == 6 and len(split.val) == 6
+    for doc, train, val in zip(load_documents("embedded:austen"), split.train, split.val):
+        # each novel is cut once, between two paragraphs: train + val is the novel, in order
+        assert paragraphs(train.text) + paragraphs(val.text) == paragraphs(doc.text)
+        assert train.name == val.name == doc.name
+    n_val = sum(len(d.text) for d in split.val)
+    n_all = n_val + sum(len(d.text) for d in split.train)
+    assert 0.05 <= n_val / n_all < 0.06
+    again = load_corpus("embedded:austen", val_fraction=0.05)
+    assert again.fingerprint == split.fingerprint and [d.text for d in again.val] == [d.text for d in split.val]
+
+
+def test_every_format_loads_the_same_documents(tmp_path):
+    texts = ["First doc.\n\nSecond para here.", "Another doc\nwrapped line.\n\nEnd."]
+    (tmp_path / "folder").mkdir()
+    for i, t in enumerate(texts):
+        (tmp_path / "folder" / f"d{i}.txt").write_text(t)
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt") as fh:
+        fh.write("\n".join(json.dumps({"text": t}) for t in texts))
+    pq.write_table(pa.table({"text": texts}), tmp_path / "c.parquet")
+    for spec in ["folder", "c.jsonl", "c.jsonl.gz", "c.parquet"]:
+        docs = load_documents(str(tmp_path / spec))
+        assert [d.text for d in docs] == texts, spec
+    assert paragraphs(texts[1]) == ["Another doc wrapped line.", "End."]
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "no such file"),
+    ("", "empty"),
+    ("   \n\n  ", "empty"),
+])
+def test_bad_txt_corpus(tmp_path, content, match):
+    path = tmp_path / "c.txt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ExpspecError, match=match):
+        load_documents(str(path))
+
+
+def test_bad_structured_corpora(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    with pytest.raises(ExpspecError, match=r"bad.jsonl:2: not a JSON object"):
+        load_documents(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(ExpspecError, match="field 'text'"):
+        load_documents(str(tmp_path / "nofield.jsonl"))
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "n.parquet")
+    with pytest.raises(ExpspecError, match="no 'text' column"):
+        load_documents(str(tmp_path / "n.parquet"))
+    (tmp_path / "c.csv").write_text("a,b")
+    with pytest.raises(ExpspecError, match="expected .txt"):
+        load_documents(str(tmp_path / "c.csv"))
+    with pytest.raises(ExpspecError, match="unknown embedded"):
+        load_documents("embedded:shakespeare")
+
+
+def test_hf_corpus_offline_says_what_to_do(monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ExpspecError, match="cannot load dataset 'no-such-org/no-such-set'"):
+        load_documents("hf:no-such-org/no-such-set")
+
+
+def test_single_paragraph_documents_hold_out_whole_documents():
+    docs = [Document(f"d{i}", f"text number {i}") for i in range(20)]
+    split = split_documents(docs, 0.1)
+    assert len(split.val) == 2 and len(split.train) == 18
+
+
+def test_bpe_tokenizer_bytes_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPSPEC_CACHE", str(tmp_path))
+    texts = ["It is a truth universally acknowledged, that a single man"] * 50 + ["café — naïve"] * 5
+    tok = get_tokenizer("bpe:300", texts, fingerprint="abc")
+    ids = tok.encode("a truth universally café")
+    assert tok.decode(ids) == "a truth universally café"
+    assert sum(tok.token_bytes[i] for i in ids) == len("a truth universally café".encode())
+    assert tok.token_bytes[tok.eos_id] == 0 and tok.id == "bpe:300:abc"
+    stream = tok.encode_documents(["ab", "cd"])
+    assert stream[-1] == tok.eos_id and (stream == tok.eos_id).sum() == 2
+    assert get_tokenizer("bpe:300", texts, fingerprint="abc").encode("truth") == tok.encode("truth")
+    assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 1
+    for bad in ["bpe:x", "wordpiece:100", "bpe:10"]:
+        with pytest.raises(ExpspecError):
+            get_tokenizer(bad, texts)
