@@ -9,4 +9,5 @@ pytest_plugins = [
     "fixtures.models",
     "fixtures.corpora",
     "fixtures.reports",
+    "pytester",  # tests/test_plugins.py runs small sessions through these plugins
 ]

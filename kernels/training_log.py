@@ -106,7 +106,16 @@ def _parse_ttt(match: re.Match) -> dict:
     except ValueError:
         minutes = math.inf if value == "unreachable" else math.nan
     entry = {"metric": metric.split()[0], "minutes": minutes, "seconds": minutes * 60}
-    entry.update({k.replace(" ", "_"): v for k, v in _step_fields(rest).items()})
+    for key, value in _step_fields(rest).items():
+        key = key.replace(" ", "_")
+        if key in ("threshold", "step"):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        elif key == "within_horizon":
+            value = value == "yes"
+        entry[key] = value
     return entry
 
 

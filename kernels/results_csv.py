@@ -1,0 +1,203 @@
+"""Result tables as CSV: locked, atomic appends that never tear or duplicate a row.
+
+Why: several processes (xdist workers, torchrun jobs, a person re-running one seed)
+append to the same results file, and a results file is only useful if every row is
+whole and every run appears once. So each append takes a lock (``filelock`` on
+``path + ".lock"``), reads the current file, writes the full new content to a temp
+file in the same directory and ``os.replace``-s it over the old one: a reader sees the
+old file or the new one, never half a row. A file whose header differs from the
+schema is refused (nothing written): mixing schemas silently misaligns columns.
+
+``append_csv_rows`` is the generic mechanism; ``append_rows`` / ``read_rows`` apply it
+to Lane B's 21-column ``lane_b_inference_schema.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from kernels.errors import ExpspecError
+
+COLUMNS = (
+    "timestamp_utc", "git_commit", "run_id", "seed", "dataset_id", "target_metric_name",
+    "target_metric_threshold", "n_scaling_params", "inferred_data_scaling_exponent",
+    "inferred_target_tokens", "inferred_target_param_data_ratio", "confirmation_ratio",
+    "chosen_ratio", "lane_b_decision", "time_to_target_sec_measured",
+    "time_to_target_sec_extrapolated", "min_val_bpb", "tok_per_sec_median", "dt_median_ms",
+    "status", "notes",
+)
+INT_COLUMNS = {"seed", "n_scaling_params"}
+FLOAT_COLUMNS = {
+    "target_metric_threshold", "inferred_data_scaling_exponent", "inferred_target_tokens",
+    "inferred_target_param_data_ratio", "confirmation_ratio", "chosen_ratio",
+    "time_to_target_sec_measured", "time_to_target_sec_extrapolated", "min_val_bpb",
+    "tok_per_sec_median", "dt_median_ms",
+}
+KEY_COLUMN = "run_id"
+LOCK_POLL_SEC = 0.005
+
+
+def utc_timestamp() -> str:
+    """The timestamp_utc form: ISO 8601, seconds, 'Z'."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_notes(extra: Mapping[str, Any]) -> str:
+    """``{"fit": "power_law", "r2": 0.98}`` -> ``"fit=power_law; r2=0.98"`` (parse_notes inverts)."""
+    parts = []
+    for key, value in extra.items():
+        key = str(key)
+        if not key or any(c in key for c in "=;") or key != key.strip():
+            raise ExpspecError(f"notes key {key!r}: must be non-empty, without '=', ';' or edge spaces")
+        parts.append(f"{key}={_cell(value).replace(';', ',')}")
+    return "; ".join(parts)
+
+
+def parse_notes(notes: str) -> dict[str, str]:
+    """Inverse of ``format_notes`` (values come back as strings); free text is skipped."""
+    out = {}
+    for part in notes.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key:
+            out[key] = value
+    return out
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly; nan / inf as 'nan' / 'inf'
+    if isinstance(value, Mapping):
+        return format_notes(value)
+    return str(value)
+
+
+def _check_header(path: Path, found: Sequence[str], columns: Sequence[str]) -> None:
+    for i in range(max(len(found), len(columns))):
+        have = found[i] if i < len(found) else "<missing>"
+        want = columns[i] if i < len(columns) else "<none>"
+        if have != want:
+            raise ExpspecError(
+                f"{path}: header differs from the {len(columns)}-column schema at column {i + 1}: "
+                f"found {have!r}, expected {want!r}; nothing written (move the old file away)"
+            )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
+                    key: str | None = None, skip_existing: bool = True) -> int:
+    """Append dict rows under ``columns``; returns the number written.
+
+    A key missing from ``columns`` is an error naming it; absent columns are written
+    empty. With ``key``, rows whose key value is already in the file (or earlier in
+    ``rows``) are skipped unless ``skip_existing`` is false.
+    """
+    from filelock import FileLock
+
+    path, columns = Path(path), list(columns)
+    if key is not None and key not in columns:
+        raise ExpspecError(f"{path}: key column {key!r} is not one of the columns")
+    prepared = []
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ExpspecError(f"{path}: row {number} must be a dict of column -> value")
+        for name in row:
+            if name not in columns:
+                raise ExpspecError(f"{path}: row {number}: unknown column {name!r}; extra diagnostics "
+                                   f"go into notes as key=value pairs (format_notes)")
+        prepared.append([_cell(row.get(c)) for c in columns])
+    if not prepared:
+        return 0
+    k = columns.index(key) if key is not None and skip_existing else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock").acquire(poll_interval=LOCK_POLL_SEC):
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        existing = list(csv.reader(io.StringIO(text)))
+        if existing:
+            _check_header(path, existing[0], columns)
+        seen = {r[k] for r in existing[1:] if k is not None and len(r) > k}
+        new = []
+        for row in prepared:
+            if k is not None and row[k]:
+                if row[k] in seen:
+                    continue
+                seen.add(row[k])
+            new.append(row)
+        if not new:
+            return 0
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if not existing:
+            text = ""
+            writer.writerow(columns)
+        elif not text.endswith("\n"):
+            text += "\n"
+        writer.writerows(new)
+        _write_atomic(path, text + buf.getvalue())
+    return len(new)
+
+
+def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """All rows as dicts of strings; the header and every row's width are checked."""
+    path, columns = Path(path), list(columns)
+    if not path.is_file():
+        raise ExpspecError(f"{path}: file not found")
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows:
+        raise ExpspecError(f"{path}: empty file (expected the header {','.join(columns[:3])},...)")
+    _check_header(path, rows[0], columns)
+    out = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(columns):
+            raise ExpspecError(f"{path} row {line}: {len(row)} fields, expected {len(columns)}")
+        out.append(dict(zip(columns, row)))
+    return out
+
+
+def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]],
+                skip_existing_run_ids: bool = True) -> int:
+    """Append Lane B rows to lane_b_inference_schema.csv; returns the number written."""
+    return append_csv_rows(path, COLUMNS, rows, key=KEY_COLUMN, skip_existing=skip_existing_run_ids)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Lane B rows with numbers parsed (int / float; empty cells as None)."""
+    out = []
+    for line, row in enumerate(read_csv_rows(path, COLUMNS), start=2):
+        typed = dict(row)
+        for name in INT_COLUMNS | FLOAT_COLUMNS:
+            text = row[name].strip()
+            if not text:
+                typed[name] = None
+                continue
+            try:
+                value = int(text) if name in INT_COLUMNS else float(text)
+            except ValueError:
+                kind = "an integer" if name in INT_COLUMNS else "a number"
+                raise ExpspecError(f"{path} row {line}: {name}={text!r} is not {kind}") from None
+            typed[name] = value
+        out.append(typed)
+    return out
+
