@@ -9,5 +9,6 @@ pytest_plugins = [
     "fixtures.models",
     "fixtures.corpora",
     "fixtures.reports",
+    "fixtures.lane_b",
     "pytester",  # tests/test_plugins.py runs small sessions through these plugins
 ]

@@ -14,6 +14,7 @@ import json
 import sys
 
 from kernels.errors import ExpspecError
+from kernels.lane_b_cli import add_lane_b_commands
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -56,12 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--causal-lm", default="smollm2-135m-instruct")
     p.add_argument("--sentence-encoder", default="all-minilm-l6-v2")
     p.set_defaults(func=cmd_models)
-    try:
-        from kernels.lane_b_cli import add_lane_b_commands
-    except ImportError:  # Lane B not built yet
-        pass
-    else:
-        add_lane_b_commands(sub, _add_config_args)
+    add_lane_b_commands(sub, _add_config_args)
     return parser
 
 

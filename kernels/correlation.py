@@ -36,6 +36,7 @@ from kernels.errors import ExpspecError
 from kernels.power_law import CI_LEVEL, fit_power_law
 
 SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK for the top singular value
+ZERO_NORM = 1e-13  # a Frobenius norm below this is C == 0 up to rounding
 
 
 @dataclass
@@ -156,7 +157,9 @@ def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndar
         right = tokens[positions + lag]
         q = np.bincount(right, minlength=vocab_size) / right.size
         joint = _joint(left, right, vocab_size)
-        op[k], frob[k] = operator_norm(joint, p, q), frobenius_norm(joint, p, q)
+        frob[k] = frobenius_norm(joint, p, q)
+        # C == 0 to rounding (e.g. a constant stream): ARPACK cannot start, and op <= frob
+        op[k] = operator_norm(joint, p, q) if frob[k] > ZERO_NORM else frob[k]
     return LagNorms(lags, op, frob, int(positions.size), int(vocab_size))
 
 

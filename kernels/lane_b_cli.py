@@ -1,0 +1,145 @@
+"""``expspec lane-b ...``: the Lane B worksheet steps as subcommands.
+
+    expspec lane-b stats --corpus PATH --tokenizer bpe:4096|model:NAME [--max-tokens N]
+                         [--entropy model|ngram] --out stats.json
+    expspec lane-b infer (--stats stats.json | --alpha A) --calibration calibration.json
+                         --threshold T --n-scaling-params N [--direction lower_is_better]
+                         [--alpha-range 0.2,0.8] --out infer.json
+
+Flags are shorthands for config keys; anything else goes through --profile/--set/env
+exactly as in pytest. Every output records the resolved config, seed, git commit and
+input fingerprints. Bad input: one line on stderr, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from kernels.config import resolve_config
+from kernels.errors import ExpspecError
+from kernels.run_cache import file_fingerprint, git_commit, read_json, write_json_atomic
+
+
+def _provenance(cfg: dict, inputs: dict[str, str]) -> dict:
+    return {"config": cfg, "seed": cfg["common"]["seed"], "git_commit": git_commit(), "inputs": inputs}
+
+
+def _check_out(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and out.is_dir():
+        raise ExpspecError(f"--out {out}: is a directory, expected a file path")
+    return out
+
+
+def cmd_stats(args) -> int:
+    from kernels.corpus import load_corpus
+    from kernels.lane_b_stats import corpus_stats
+
+    sets = list(args.set)
+    if args.corpus:
+        sets.append(f"common.corpus={args.corpus}")
+    for flag, key in ((args.tokenizer, "tokenizer"), (args.max_tokens, "stats_max_tokens"),
+                      (args.entropy, "entropy")):
+        if flag is not None:
+            sets.append(f"lane_b.{key}={flag}")
+    cfg = resolve_config(args.profile, sets)
+    out = _check_out(args.out)
+    split = load_corpus(cfg["common"]["corpus"], cfg["common"]["val_fraction"], cfg["lane_b"]["stats_max_docs"])
+    stats = corpus_stats(cfg["lane_b"], cfg["common"], split, device=args.device)
+    stats["provenance"] = _provenance(cfg, {"corpus": split.fingerprint})
+    write_json_atomic(out, stats)
+    print(f"wrote {out}: alpha={stats['alpha']:.4f} (beta={stats['beta']:.4f}, gamma={stats['gamma']:.4f}), "
+          f"plausible={stats['alpha_plausible']}")
+    return 0
+
+
+def read_calibration(path: str) -> list[tuple[float, float]]:
+    """calibration.json: {"points": [{"tokens": D, "value": L}, ...]}."""
+    data = read_json(path, "calibration")
+    points = data.get("points") if isinstance(data, dict) else None
+    if not isinstance(points, list):
+        raise ExpspecError(f"calibration {path}: expected {{\"points\": [{{\"tokens\": D, \"value\": L}}, ...]}}")
+    out = []
+    for i, point in enumerate(points):
+        try:
+            out.append((float(point["tokens"]), float(point["value"])))
+        except (KeyError, TypeError, ValueError):
+            raise ExpspecError(f"calibration {path}: points[{i}] needs numeric 'tokens' and 'value', "
+                               f"got {point!r}") from None
+    return out
+
+
+def cmd_infer(args) -> int:
+    from kernels.lane_b_stats import alpha_gate
+    from kernels.scaling import infer_budget
+
+    cfg = resolve_config(args.profile, args.set)
+    lane_b = cfg["lane_b"]
+    out = _check_out(args.out)
+    inputs = {"calibration": file_fingerprint(args.calibration)}
+    if args.stats:
+        stats = read_json(args.stats, "stats")
+        try:
+            alpha = float(stats["alpha"])
+        except (KeyError, TypeError, ValueError):
+            raise ExpspecError(f"stats {args.stats}: no numeric 'alpha' field") from None
+        alpha_ci = stats.get("alpha_ci")
+        inputs["stats"] = file_fingerprint(args.stats)
+        inputs["stats_fingerprint"] = str(stats.get("fingerprint", ""))
+    else:
+        alpha, alpha_ci = args.alpha, None
+    if args.alpha_range:
+        try:
+            lo, hi = (float(v) for v in args.alpha_range.split(","))
+        except ValueError:
+            raise ExpspecError(f"--alpha-range {args.alpha_range!r}: expected MIN,MAX") from None
+        lane_b["alpha_min"], lane_b["alpha_max"] = lo, hi
+    points = read_calibration(args.calibration)
+    threshold = args.threshold if args.threshold is not None else lane_b["target_threshold"]
+    if not math.isfinite(threshold):
+        raise ExpspecError("infer: no threshold: pass --threshold or set lane_b.target_threshold "
+                           "(LANE_B_TARGET_THRESHOLD from threshold.env)")
+    if args.n_scaling_params <= 0:
+        raise ExpspecError(f"--n-scaling-params: expected a positive count, got {args.n_scaling_params}")
+    gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"])
+    record = infer_budget(alpha, points, threshold, args.n_scaling_params, direction=args.direction,
+                          alpha_min=lane_b["alpha_min"], alpha_max=lane_b["alpha_max"],
+                          alpha_ci=tuple(alpha_ci) if alpha_ci else None,
+                          alpha_review_accepted=gate["passed"] and bool(gate["review"]),
+                          default_ratio=lane_b["default_ratio"], unreachable_factor=lane_b["unreachable_factor"],
+                          confirmation_factor=lane_b["confirmation_factor"])
+    record["alpha_gate"] = gate["verdict"]
+    record["provenance"] = _provenance(cfg, inputs)
+    write_json_atomic(out, record)
+    print(f"wrote {out}: solve_status={record['solve_status']} "
+          f"ratio={record['inferred_target_param_data_ratio']}")
+    return 0
+
+
+def add_lane_b_commands(sub, add_config_args) -> None:
+    lane = sub.add_parser("lane-b", help="Lane B: token budget from corpus statistics")
+    steps = lane.add_subparsers(dest="step", required=True)
+
+    p = steps.add_parser("stats", help="beta, gamma, alpha of a corpus -> stats.json")
+    p.add_argument("--corpus", default=None, help="corpus spec (default: common.corpus)")
+    p.add_argument("--tokenizer", default=None, help="bpe:VOCAB or model:NAME (default: lane_b.tokenizer)")
+    p.add_argument("--max-tokens", type=int, default=None, help="lane_b.stats_max_tokens")
+    p.add_argument("--entropy", choices=("model", "ngram"), default=None, help="lane_b.entropy")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    add_config_args(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = steps.add_parser("infer", help="gate alpha, calibrate L(D), solve the target -> infer.json")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stats", help="stats.json from `lane-b stats`")
+    src.add_argument("--alpha", type=float, help="use this alpha instead of a stats.json")
+    p.add_argument("--calibration", required=True, help='{"points": [{"tokens": D, "value": L}, ...]}')
+    p.add_argument("--threshold", type=float, default=None, help="target metric threshold")
+    p.add_argument("--n-scaling-params", type=float, required=True)
+    p.add_argument("--direction", choices=("lower_is_better", "higher_is_better"), default="lower_is_better")
+    p.add_argument("--alpha-range", default=None, help="MIN,MAX (default: lane_b.alpha_min,alpha_max)")
+    p.add_argument("--out", required=True)
+    add_config_args(p)
+    p.set_defaults(func=cmd_infer)

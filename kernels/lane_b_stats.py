@@ -1,0 +1,171 @@
+"""Lane B worksheet steps 1-4: corpus statistics -> beta, gamma, alpha = gamma / (2 beta).
+
+One function, ``corpus_stats``, produces stats.json from a corpus split and the
+resolved ``lane_b`` config. Both exponents are measured with ONE tokenizer (its
+``tokenizer_id`` is recorded): beta from the correlation norms of the training
+stream, gamma from the per-position validation loss of a causal LM that reads that
+same tokenization - the pretrained LM when the tokenizer is ``model:NAME``, a tiny
+GPT trained here on the corpus when it is ``bpe:VOCAB`` - or, as a biased
+cross-check, from plug-in n-gram entropies.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from kernels.corpus import CorpusSplit
+from kernels.correlation import correlation_decay, stream_fingerprint
+from kernels.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
+from kernels.errors import ExpspecError
+from kernels.scaling import alpha_from_exponents, alpha_interval, alpha_plausible
+from kernels.tokenizer import Tokenizer, get_tokenizer
+
+ENTROPY_METHODS = ("model", "ngram")
+NGRAM_MAX_ORDER = 12
+
+
+def lane_b_tokenizer(lane_b: Mapping[str, Any], split: CorpusSplit) -> Tokenizer:
+    return get_tokenizer(lane_b["tokenizer"], [d.text for d in split.train], split.fingerprint)
+
+
+def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: Tokenizer,
+                   train_stream: np.ndarray, val_stream: np.ndarray, device: str, log: Callable):
+    """The LM whose per-position loss gives L_n; it must read ``tok``'s token ids."""
+    if tok.id.startswith("model:"):
+        from kernels.lm import load_causal_lm
+
+        name = tok.id.split(":", 1)[1]
+        log(f"entropy model: pretrained {name} (same tokenizer as the correlation stream)")
+        model, _ = load_causal_lm(name, device=device)
+        return model, f"pretrained:{name}"
+    from kernels.train import TrainConfig, train
+
+    cfg = TrainConfig.from_lane_b(lane_b, seed=common["seed"], device=device,
+                                  num_iterations=lane_b["entropy_train_iters"],
+                                  max_seq_len=max(lane_b["max_seq_len"], lane_b["entropy_context_len"]),
+                                  eval_every=0)
+    log(f"entropy model: tiny GPT depth {cfg.depth} trained {cfg.num_iterations} steps on the corpus")
+    result, model = train(cfg, train_stream, val_stream, tok.token_bytes, log=log, return_model=True)
+    if result.status != "ok":
+        raise ExpspecError(f"lane_b stats: the entropy model's training failed ({result.notes})")
+    return model, f"tiny_gpt:depth{cfg.depth}:steps{result.steps}:val_bpb{result.final_val_bpb:.4f}"
+
+
+def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: CorpusSplit,
+                 device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+    """Everything stats.json holds; see the module docstring."""
+    if lane_b["entropy"] not in ENTROPY_METHODS:
+        raise ExpspecError(f"lane_b.entropy: expected one of {', '.join(ENTROPY_METHODS)}, "
+                           f"got {lane_b['entropy']!r}")
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    tok = lane_b_tokenizer(lane_b, split)
+    docs = split.train[: lane_b["stats_max_docs"] or None]
+    stream = tok.encode_documents([d.text for d in docs], max_tokens=lane_b["stats_max_tokens"])
+    val_stream = tok.encode_documents([d.text for d in split.val])
+    timings["tokenize_s"] = time.time() - t0
+    log(f"stream: {stream.size:,} train tokens, {val_stream.size:,} val tokens, tokenizer {tok.id}")
+
+    t0 = time.time()
+    corr = correlation_decay(stream, lane_b["lags"], tok.vocab_size, floor_factor=lane_b["floor_factor"],
+                             bootstrap=lane_b["bootstrap"], seed=common["seed"])
+    timings["correlation_s"] = time.time() - t0
+    log(f"correlation: beta={corr.beta:.4f} R2={corr.r2:.4f} usable lags={corr.n_usable} "
+        f"window={corr.window} ({timings['correlation_s']:.1f} s)")
+
+    t0 = time.time()
+    ngram = ngram_conditional_entropy(stream, NGRAM_MAX_ORDER)
+    entropy: dict[str, Any] = {"ngram": ngram.to_dict()}
+    if lane_b["entropy"] == "model":
+        model, model_id = _entropy_model(lane_b, common, tok, stream, val_stream, device, log)
+        losses = per_position_loss(model, val_stream, lane_b["entropy_context_len"],
+                                   lane_b["entropy_windows"], seed=common["seed"], device=device)
+        curve = {n + 1: float(v) for n, v in enumerate(losses)}
+        entropy.update(source="model", model=model_id, context_len=lane_b["entropy_context_len"],
+                       n_windows=lane_b["entropy_windows"])
+    else:
+        curve = {n: h for n, h in ngram.losses_by_n().items() if n >= 1}
+        entropy.update(source="ngram", model=None)
+    entropy["loss_by_position"] = {str(n): v for n, v in curve.items()}
+    decay = entropy_decay(curve, form=lane_b["gamma_form"], bootstrap=lane_b["bootstrap"], seed=common["seed"])
+    entropy["fit"] = decay.to_dict()
+    timings["entropy_s"] = time.time() - t0
+    log(f"entropy: gamma={decay.gamma:.4f} ({decay.form}) offset-free={decay.gamma_offset_free:.4f} "
+        f"offset={decay.gamma_offset:.4f} H_inf={decay.h_inf:.3f} ({timings['entropy_s']:.1f} s)")
+
+    alpha = alpha_from_exponents(corr.beta, decay.gamma) if np.isfinite(corr.beta) else float("nan")
+    alpha_ci = alpha_interval(corr.ci, decay.ci)
+    return {
+        "tokenizer_id": tok.id,
+        "vocab_size": tok.vocab_size,
+        "dataset_id": lane_b["dataset_id"],
+        "corpus_fingerprint": split.fingerprint,
+        "fingerprint": stream_fingerprint(stream, tok.id),
+        "n_tokens": int(stream.size),
+        "n_val_tokens": int(val_stream.size),
+        "correlation": corr.to_dict(),
+        "entropy": entropy,
+        "beta": corr.beta,
+        "beta_ci": corr.ci,
+        "beta_r2": corr.r2,
+        "n_usable_lags": corr.n_usable,
+        "gamma": decay.gamma,
+        "gamma_form": decay.form,
+        "gamma_ci": decay.ci,
+        "gamma_r2": decay.r2_offset if decay.form == "offset" else decay.r2_offset_free,
+        "gamma_offset_free": decay.gamma_offset_free,
+        "gamma_offset": decay.gamma_offset,
+        "h_inf": decay.h_inf,
+        "alpha": alpha,
+        "alpha_ci": alpha_ci,
+        "alpha_plausible": alpha_plausible(alpha, lane_b["alpha_min"], lane_b["alpha_max"]),
+        "alpha_range": [lane_b["alpha_min"], lane_b["alpha_max"]],
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "platform": platform.platform(),
+    }
+
+
+# Knobs that change stats.json (the run-cache key of the stats step uses only these, so
+# re-running calibration with other calib_iters does not recompute the statistics).
+STATS_KEYS = ("dataset_id", "tokenizer", "stats_max_docs", "stats_max_tokens", "lags", "floor_factor",
+              "bootstrap", "entropy", "entropy_context_len", "entropy_windows", "entropy_train_iters",
+              "gamma_form", "depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size",
+              "total_batch_size", "learning_rate", "weight_decay", "warmup_ratio", "warmdown_ratio",
+              "final_lr_frac", "eval_tokens")
+
+
+def stats_config(lane_b: Mapping[str, Any], common: Mapping[str, Any]) -> dict:
+    return {"lane_b": {k: lane_b[k] for k in STATS_KEYS}, "seed": common["seed"],
+            "corpus": common["corpus"], "val_fraction": common["val_fraction"]}
+
+
+REVIEW_DECISIONS = ("accepted", "rejected")
+
+
+def alpha_gate(alpha: float, alpha_ci, alpha_min: float, alpha_max: float, review: Mapping[str, Any]) -> dict:
+    """The worksheet's plausibility gate with its manual-review escape hatch.
+
+    Inside [alpha_min, alpha_max]: PASS. Outside: FLAGGED for manual review; a recorded
+    review (``lane_b.alpha_review = {decision, by, reason}``) turns that into
+    FLAGGED -> ACCEPTED (the gate passes, the report shows who and why) or
+    FLAGGED -> REJECTED. Never a silent pass.
+    """
+    ci = f" [{alpha_ci[0]:.3f}, {alpha_ci[1]:.3f}]" if alpha_ci else ""
+    message = f"alpha={alpha:.4f}{ci} outside [{alpha_min}, {alpha_max}]: flag for manual review"
+    if review:
+        missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
+        if missing or review.get("decision") not in REVIEW_DECISIONS:
+            raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
+                               f"reason = ...}}, got {dict(review)}")
+    if alpha_plausible(alpha, alpha_min, alpha_max):
+        return {"passed": True, "verdict": "PASS", "message": "", "review": ""}
+    if not review:
+        return {"passed": False, "verdict": "FLAGGED", "message": message, "review": "FLAGGED (no review recorded)"}
+    decision = review["decision"]
+    text = f"FLAGGED → {decision.upper()} by {review['by']}: {review['reason']}"
+    return {"passed": decision == "accepted", "verdict": f"FLAGGED → {decision.upper()}",
+            "message": message + f" ({text})", "review": text}
