@@ -66,6 +66,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "final_lr_frac": 0.0,
         "eval_every": 25,
         "eval_tokens": 65_536,
+        "model": "tiny_gpt",  # tiny_gpt (random init from depth/aspect_ratio/head_dim) or an HF id/dir
+        "device": "cpu",  # the pytest fixtures pass the worker's device instead
+        "checkpoint_every": 0,  # 0 = checkpoint only at the end
+        "resume_from": "",  # a checkpoint.pt to continue from
         "backend": "builtin",  # builtin | nanochat
         "nanochat_dir": "",
         "nanochat_command": (

@@ -31,9 +31,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, svds
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from kernels.errors import ExpspecError
-from kernels.power_law import CI_LEVEL, fit_power_law
+from kernels.power_law import fit_power_law, percentile_interval
 
 SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK for the top singular value
 ZERO_NORM = 1e-13  # a Frobenius norm below this is C == 0 up to rounding
@@ -108,10 +110,18 @@ def pair_positions(n_tokens: int, max_lag: int, max_pairs: int | None, seed: int
     return np.sort(rng.choice(available, size=max_pairs, replace=False)).astype(np.int64)
 
 
-def _joint(left: np.ndarray, right: np.ndarray, vocab_size: int) -> sp.csr_matrix:
-    """Sparse J[mu, nu] = share of pairs with (x_i, x_{i+n}) = (mu, nu)."""
+def joint_distribution(left: np.ndarray, right: np.ndarray, vocab_size: int) -> sp.csr_matrix:
+    """Sparse J[mu, nu] = share of pairs with (x_i, x_{i+n}) = (mu, nu), built in O(P log P).
+
+    ``np.unique`` of the pair codes mu * V + nu returns them sorted row-major and distinct,
+    which is already CSR order: the row pointer is a cumulative count, nothing is re-sorted.
+    """
     codes, counts = np.unique(left * vocab_size + right, return_counts=True)
-    return sp.csr_matrix((counts / left.size, (codes // vocab_size, codes % vocab_size)),
+    rows, cols = np.divmod(codes, vocab_size)
+    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=vocab_size), out=indptr[1:])
+    index_type = np.int32 if codes.size < 2**31 else np.int64
+    return sp.csr_matrix((counts / left.size, cols.astype(index_type), indptr.astype(index_type)),
                          shape=(vocab_size, vocab_size))
 
 
@@ -121,16 +131,16 @@ def frobenius_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray) -> float:
     Algebraically ||J||^2 - 2 p^T J q + ||p||^2 ||q||^2; summed as the exact entries on
     J's support plus the p q^T mass off it, which keeps the cancellation small when C ~ 0.
     """
-    coo = joint.tocoo()
-    outer_on_support = p[coo.row] * q[coo.col]
-    on_support = np.sum((coo.data - outer_on_support) ** 2)
+    rows = np.repeat(np.arange(joint.shape[0]), np.diff(joint.indptr))
+    outer_on_support = p[rows] * q[joint.indices]
+    on_support = np.sum((joint.data - outer_on_support) ** 2)
     off_support = (p @ p) * (q @ q) - np.sum(outer_on_support ** 2)
     return float(np.sqrt(on_support + max(off_support, 0.0)))
 
 
 def operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray) -> float:
     """Top singular value of J - p q^T, applied implicitly (never V x V)."""
-    joint_t = joint.T.tocsr()
+    joint_t = joint.T  # a CSC view, no copy
 
     def matvec(v):
         v = np.ravel(v)
@@ -153,13 +163,16 @@ def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndar
     left = tokens[positions]
     p = np.bincount(left, minlength=vocab_size) / left.size
     op, frob = np.empty(lags.size), np.empty(lags.size)
-    for k, lag in enumerate(lags):
-        right = tokens[positions + lag]
-        q = np.bincount(right, minlength=vocab_size) / right.size
-        joint = _joint(left, right, vocab_size)
-        frob[k] = frobenius_norm(joint, p, q)
-        # C == 0 to rounding (e.g. a constant stream): ARPACK cannot start, and op <= frob
-        op[k] = operator_norm(joint, p, q) if frob[k] > ZERO_NORM else frob[k]
+    # Each step is one sparse pass or a length-V vector op: BLAS threads only add
+    # synchronisation (4x slower on a busy 2-core box), so they are held at one here.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for k, lag in enumerate(lags):
+            right = tokens[positions + lag]
+            q = np.bincount(right, minlength=vocab_size) / right.size
+            joint = joint_distribution(left, right, vocab_size)
+            frob[k] = frobenius_norm(joint, p, q)
+            # C == 0 to rounding (e.g. a constant stream): ARPACK cannot start, and op <= frob
+            op[k] = operator_norm(joint, p, q) if frob[k] > ZERO_NORM else frob[k]
     return LagNorms(lags, op, frob, int(positions.size), int(vocab_size))
 
 
@@ -250,17 +263,13 @@ def _block_bootstrap_beta(tokens, window_lags, max_lag, vocab_size, max_pairs, n
     """Percentile interval of beta refitted on block-resampled streams over the same lags."""
     rng = np.random.default_rng([seed, 3])
     betas = []
-    for _ in range(n_resamples):
+    for _ in tqdm(range(n_resamples), desc="block bootstrap of beta", disable=None, leave=False):
         stream = block_resample(tokens, block_len, rng)
         positions = pair_positions(stream.size, max_lag, max_pairs, seed)
         norms = _norms_at_positions(stream, window_lags, positions, vocab_size).op_norm
         if np.all(norms > 0):
             betas.append(fit_power_law(window_lags, norms).exponent)
-    if len(betas) < 2:
-        return None
-    tail = 100 * (1 - CI_LEVEL) / 2
-    low, high = np.percentile(betas, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(betas)
 
 
 def stream_fingerprint(tokens, tokenizer_id: str, sample: int = 65_536) -> str:

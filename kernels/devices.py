@@ -63,8 +63,10 @@ def threads_per_worker(n_workers: int, cores: int | None = None) -> int:
 
 
 def configure_threads(n_workers: int) -> int:
+    """cores // workers, unless the user pinned it with EXPSPEC_THREADS or OMP_NUM_THREADS."""
     import torch
 
-    threads = threads_per_worker(n_workers)
+    pinned = os.environ.get("EXPSPEC_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    threads = int(pinned) if pinned and pinned.isdigit() and int(pinned) > 0 else threads_per_worker(n_workers)
     torch.set_num_threads(threads)
     return threads

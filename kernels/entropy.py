@@ -19,10 +19,11 @@ Two estimates of L_n:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from kernels.errors import ExpspecError
 from kernels.power_law import PowerLawFit, fit_power_law
@@ -60,7 +61,8 @@ def per_position_loss(model, tokens, context_len: int, n_windows: int, seed: int
     model.eval()
     try:
         with torch.no_grad():
-            for first in range(0, n_windows, batch_size):
+            for first in tqdm(range(0, n_windows, batch_size), desc="per-position loss",
+                              disable=None, leave=False):
                 batch = torch.from_numpy(windows[first:first + batch_size]).to(device)
                 logits = model(batch).logits[:, :-1].float()
                 nats = torch.nn.functional.cross_entropy(

@@ -134,10 +134,15 @@ def _bootstrap_exponent(x, y, offset: bool, n_resamples: int, seed: int) -> tupl
         if np.unique(x[pick]).size < needed:
             continue  # a degenerate resample (all points at too few x) has no slope
         exponents.append(fit(x[pick], y[pick])[0])
-    if len(exponents) < 2:
+    return percentile_interval(exponents)
+
+
+def percentile_interval(estimates) -> tuple[float, float] | None:
+    """The bootstrap percentile interval at CI_LEVEL; None from fewer than 2 estimates."""
+    if len(estimates) < 2:
         return None
     tail = 100 * (1 - CI_LEVEL) / 2
-    low, high = np.percentile(exponents, [tail, 100 - tail])
+    low, high = np.percentile(estimates, [tail, 100 - tail])
     return float(low), float(high)
 
 

@@ -75,7 +75,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)  # round-trips exactly; nan / inf as 'nan' / 'inf'
+        return repr(float(value))  # round-trips exactly (numpy floats too); nan, inf
     if isinstance(value, Mapping):
         return format_notes(value)
     return str(value)
@@ -176,9 +176,34 @@ def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, st
     return out
 
 
+def _parse_number(path: Path, where: str, name: str, value: Any) -> int | float | None:
+    """The typed value of a numeric cell (None when empty); an error names the cell."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if name in INT_COLUMNS:
+            if isinstance(value, float):
+                raise ValueError
+            return int(value)
+        return float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if name in INT_COLUMNS else "a number"
+        raise ExpspecError(f"{path} {where}: {name}={value!r} is not {kind}") from None
+
+
 def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]],
                 skip_existing_run_ids: bool = True) -> int:
-    """Append Lane B rows to lane_b_inference_schema.csv; returns the number written."""
+    """Append Lane B rows to lane_b_inference_schema.csv; returns the number written.
+
+    Numeric columns must hold numbers (or be empty); a bad one is an error naming it.
+    """
+    rows = list(rows)
+    for number, row in enumerate(rows):
+        for name in INT_COLUMNS | FLOAT_COLUMNS:
+            if isinstance(row, Mapping) and name in row:
+                _parse_number(Path(path), f"row {number}", name, row[name])
     return append_csv_rows(path, COLUMNS, rows, key=KEY_COLUMN, skip_existing=skip_existing_run_ids)
 
 
@@ -188,16 +213,6 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     for line, row in enumerate(read_csv_rows(path, COLUMNS), start=2):
         typed = dict(row)
         for name in INT_COLUMNS | FLOAT_COLUMNS:
-            text = row[name].strip()
-            if not text:
-                typed[name] = None
-                continue
-            try:
-                value = int(text) if name in INT_COLUMNS else float(text)
-            except ValueError:
-                kind = "an integer" if name in INT_COLUMNS else "a number"
-                raise ExpspecError(f"{path} row {line}: {name}={text!r} is not {kind}") from None
-            typed[name] = value
+            typed[name] = _parse_number(Path(path), f"row {line}", name, row[name])
         out.append(typed)
     return out
-

@@ -21,12 +21,13 @@ from typing import Sequence
 import numpy as np
 
 from kernels.errors import ExpspecError
+from kernels.power_law import fit_power_law
 
 # Step-time medians skip the first steps of a run (allocator warm-up, compilation,
 # caches): they are not the steady-state speed the medians are meant to describe.
 WARMUP_STEPS_EXCLUDED = 3
 FIT_POINTS = 4  # most recent eval points (step > 0) used by the extrapolation
-FITS = ("power_law", "linear")
+FITS = ("power_law", "power_law_offset", "linear")
 
 
 def step_time_medians(dt_ms: Sequence[float], tok_per_sec: Sequence[float],
@@ -62,30 +63,34 @@ def _reached(value: float, threshold: float, lower_is_better: bool) -> bool:
 
 def fit_crossing_step(steps: Sequence[float], values: Sequence[float], threshold: float,
                       fit: str = "power_law") -> tuple[float, dict]:
-    """Step at which a fitted curve through (steps, values) crosses ``threshold``.
+    """Step at which a curve fitted through (steps, values) meets ``threshold``.
 
-    ``power_law``: log v = a + b log s, i.e. v = e^a s^b; ``linear``: v = a + b s.
-    Returns (inf, fit) when the curve moves away from the threshold or never meets it.
+    ``power_law``: v = A s^-e (kernels.power_law, log-log least squares, >= 2 points);
+    ``power_law_offset``: v = A s^-e + c (>= 3 points; a floor c beyond the threshold
+    makes it unreachable); ``linear``: v = a + b s. Returns (inf, fit) when the curve
+    moves away from the threshold or never meets it.
     """
+    if fit not in FITS:
+        raise ExpspecError(f"time-to-target fit {fit!r}: expected one of {', '.join(FITS)}")
     s = np.asarray(steps, dtype=float)
     v = np.asarray(values, dtype=float)
-    if fit == "power_law":
-        if np.any(v <= 0) or threshold <= 0:
-            return math.inf, {"fit": fit, "error": "power law needs positive values"}
-        b, a = np.polyfit(np.log(s), np.log(v), 1)
-        info = {"fit": fit, "a": float(a), "b": float(b), "points": len(s)}
-        moving_toward = (b < 0) == (threshold < v[-1])
-        if b == 0 or not moving_toward:
-            return math.inf, info
-        return float(math.exp((math.log(threshold) - a) / b)), info
+    toward = threshold < v[-1]  # the threshold lies below the last value (lower is better)
     if fit == "linear":
         b, a = np.polyfit(s, v, 1)
-        info = {"fit": fit, "a": float(a), "b": float(b), "points": len(s)}
-        moving_toward = (b < 0) == (threshold < v[-1])
-        if b == 0 or not moving_toward:
+        info = {"fit": fit, "intercept": float(a), "slope": float(b), "n_points": len(s)}
+        if b == 0 or (b < 0) != toward:
             return math.inf, info
         return float((threshold - a) / b), info
-    raise ExpspecError(f"time-to-target fit {fit!r}: expected one of {', '.join(FITS)}")
+    try:
+        law = fit_power_law(s, v, offset=fit == "power_law_offset")
+    except ExpspecError as exc:
+        return math.inf, {"fit": fit, "error": str(exc)}
+    info = {"fit": fit, "prefactor": law.prefactor, "exponent": law.exponent, "offset": law.offset,
+            "r2": law.r2, "n_points": law.n_points}
+    ratio = (threshold - law.offset) / law.prefactor  # = s^-e at the crossing
+    if law.exponent == 0 or (law.exponent > 0) != toward or ratio <= 0:
+        return math.inf, info
+    return float(ratio ** (-1.0 / law.exponent)), info
 
 
 def time_to_target(evals: Sequence[tuple[int, float]], train_time_at_eval: Sequence[float],

@@ -26,106 +26,23 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
 from kernels.errors import ExpspecError
+from kernels.loss_eval import evaluate_bpb, token_windows
 from kernels.lr_schedule import lr_multiplier
 from kernels.time_to_target import WARMUP_STEPS_EXCLUDED, step_time_medians, time_to_target
+from kernels.train_config import TrainConfig, horizon
 
-# Knobs the trainer needs that config.DEFAULTS["lane_b"] does not define (yet). They are
-# proposed for DEFAULTS there; once present, the lane_b value is used.
-NEW_KNOBS = {"device": "cpu", "checkpoint_every": 0, "resume_from": "", "model": "tiny_gpt"}
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
 RESUME_MAY_CHANGE = {"resume_from", "checkpoint_every", "device", "device_batch_size",
                      "eval_every", "target_threshold"}
 CHECKPOINT_FORMAT = "expspec-train-1"
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, for mfu
-
-
-@dataclass
-class TrainConfig:
-    depth: int
-    aspect_ratio: int
-    head_dim: int
-    max_seq_len: int
-    device_batch_size: int
-    total_batch_size: int  # tokens per optimizer step, over all ranks
-    num_iterations: int  # > 0 fixes the horizon, else ratio x n_scaling_params / batch
-    target_param_data_ratio: float
-    learning_rate: float
-    weight_decay: float
-    warmup_ratio: float
-    warmdown_ratio: float
-    final_lr_frac: float
-    eval_every: int  # <= 0: evaluate at step 0 and at the end only
-    eval_tokens: int
-    seed: int
-    device: str
-    target_metric: str
-    target_threshold: float  # nan = no target
-    checkpoint_every: int  # 0 = only at the end
-    resume_from: str  # "" or a checkpoint.pt path
-    model: str  # "tiny_gpt" or an HF id / local dir (kernels.lm.load_causal_lm)
-
-    @classmethod
-    def from_lane_b(cls, lane_b: Mapping[str, Any], seed: int, **overrides) -> "TrainConfig":
-        """Take every knob from a resolved ``lane_b`` table; ``overrides`` win."""
-        names = [f.name for f in fields(cls)]
-        for key in overrides:
-            if key not in names:
-                raise ExpspecError(f"train config: unknown key {key!r} (known: {', '.join(names)})")
-        values = {}
-        for name in names:
-            if name in overrides:
-                values[name] = overrides[name]
-            elif name == "seed":
-                values[name] = seed
-            elif name in lane_b:
-                values[name] = lane_b[name]
-            elif name in NEW_KNOBS:
-                values[name] = NEW_KNOBS[name]
-            else:
-                raise ExpspecError(f"train config: lane_b has no {name!r}")
-        return cls(**values).validate()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "train config") -> "TrainConfig":
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in names]
-        missing = [k for k in names if k not in data]
-        if unknown or missing:
-            raise ExpspecError(f"{where}: unknown keys {unknown} / missing keys {missing}")
-        return cls(**data).validate()
-
-    def validate(self) -> "TrainConfig":
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise ExpspecError(f"train config: {name} must be {expected}, got {getattr(self, name)!r}")
-
-        for name in ("depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size",
-                     "total_batch_size", "eval_tokens"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an int >= 1")
-        need(isinstance(self.num_iterations, int), "num_iterations", "an int")
-        need(self.num_iterations > 0 or self.target_param_data_ratio > 0, "target_param_data_ratio",
-             "> 0 when num_iterations <= 0")
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate", "finite and > 0")
-        need(self.weight_decay >= 0, "weight_decay", ">= 0")
-        for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
-            need(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")
-        need(self.warmup_ratio + self.warmdown_ratio <= 1.0, "warmdown_ratio", "<= 1 - warmup_ratio")
-        need(self.target_metric == "val_bpb", "target_metric", "'val_bpb'")
-        need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0, "checkpoint_every", ">= 0")
-        need(self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "cpu, cuda, cuda:N or mps")
-        need(self.total_batch_size % (self.device_batch_size * self.max_seq_len) == 0, "total_batch_size",
-             f"a multiple of device_batch_size x max_seq_len = {self.device_batch_size * self.max_seq_len}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -182,53 +99,9 @@ def scaling_params(model) -> dict:
     return groups
 
 
-def horizon(cfg: TrainConfig, n_scaling_params: int) -> int:
-    if cfg.num_iterations > 0:
-        return cfg.num_iterations
-    return max(1, math.floor(cfg.target_param_data_ratio * n_scaling_params / cfg.total_batch_size))
-
-
 def batch_starts(n_tokens: int, seq_len: int, n_rows: int, seed: int, step: int) -> np.ndarray:
     """Start offsets of the step's windows of seq_len + 1 tokens; a function of (seed, step)."""
     return np.random.default_rng([seed, step]).integers(0, n_tokens - seq_len, size=n_rows)
-
-
-def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, device):
-    import torch
-
-    rows = np.stack([np.asarray(stream[s:s + seq_len + 1], dtype=np.int64) for s in starts])
-    t = torch.from_numpy(rows).to(device)
-    return t[:, :-1], t[:, 1:]
-
-
-def evaluate_bpb(model, val_tokens: np.ndarray, token_bytes, seq_len: int, batch_size: int,
-                 eval_tokens: int, device, autocast=nullcontext) -> float:
-    """Bits per byte on the fixed validation set: sum(nats) / (ln 2 * sum(bytes)).
-
-    Targets worth 0 bytes (special tokens) are left out of both sums, as in nanochat.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    n_windows = (min(eval_tokens, len(val_tokens)) - 1) // seq_len
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    n_bytes = torch.zeros((), dtype=torch.int64, device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for first in range(0, n_windows, batch_size):
-            starts = np.arange(first, min(first + batch_size, n_windows)) * seq_len
-            x, y = _windows(val_tokens, starts, seq_len, device)
-            with autocast():
-                logits = model(input_ids=x).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-            b = token_bytes[y.flatten()]
-            nats += (loss * (b > 0)).sum(dtype=torch.float64)
-            n_bytes += b.sum()
-    model.train(was_training)
-    if n_bytes.item() == 0:
-        raise ExpspecError("evaluate_bpb: the validation windows hold no byte-bearing targets")
-    return float(nats.item() / (math.log(2) * n_bytes.item()))
 
 
 def _build_model(cfg: TrainConfig, vocab_size: int):
@@ -258,7 +131,7 @@ def _dist_setup(cfg: TrainConfig):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = cfg.device
-    if world > 1 and device == "cuda":
+    if world > 1 and device.startswith("cuda"):
         device = f"cuda:{local}"
         torch.cuda.set_device(device)
     owned = False
@@ -292,8 +165,12 @@ def _load_checkpoint(path: str, cfg: TrainConfig, device) -> dict:
 
 
 def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
-          log: Callable[[str], None] = print, out_dir: str | Path | None = None) -> TrainResult:
-    """Train from scratch (or from ``cfg.resume_from``); see the module docstring."""
+          log: Callable[[str], None] = print, out_dir: str | Path | None = None,
+          return_model: bool = False):
+    """Train from scratch (or from ``cfg.resume_from``); see the module docstring.
+
+    Returns a TrainResult, or (TrainResult, model in eval mode) with ``return_model``.
+    """
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -313,11 +190,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
                            f"device_batch_size x max_seq_len x world_size = {rows_per_micro * cfg.max_seq_len}")
     grad_accum = cfg.total_batch_size // (rows_per_micro * cfg.max_seq_len)
     master = rank == 0
-    log_file = None
-    if master and out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(out_dir / "train.log", "a", encoding="utf-8")
+    log_file = None  # opened once the inputs are known good
 
     def say(line: str) -> None:
         if master:
@@ -360,6 +233,10 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if master and out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(out_dir / "train.log", "a", encoding="utf-8")  # appended on resume
 
     say(f"TrainConfig: {json.dumps(cfg.to_dict(), allow_nan=True)}")
     say(f"Vocab size: {vocab_size:,}")
@@ -407,7 +284,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         loss_sum = torch.zeros((), device=device)
         for micro in range(grad_accum):
             first = (micro * world + rank) * cfg.device_batch_size
-            x, y = _windows(train_tokens, starts[first:first + cfg.device_batch_size], cfg.max_seq_len, device)
+            x, y = token_windows(train_tokens, starts[first:first + cfg.device_batch_size], cfg.max_seq_len, device)
             sync = world == 1 or micro == grad_accum - 1
             with (nullcontext() if sync else ddp_model.no_sync()):
                 with autocast():
@@ -461,9 +338,9 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         dist.barrier()
         if owned_pg:
             dist.destroy_process_group()
-    return TrainResult(
+    result = TrainResult(
         status=status, steps=step, horizon=T, n_scaling_params=n_scaling, scaling_params=groups,
-        tokens_trained=step * cfg.total_batch_size, evals=[list(e) for e in evals],
+        tokens_trained=step * cfg.total_batch_size, evals=list(evals),
         final_val_bpb=evals[-1][1] if evals else math.nan,
         min_val_bpb=min((v for _, v in evals), default=math.nan),
         time_to_target_sec_measured=ttt.measured_sec, time_to_target_sec_extrapolated=ttt.extrapolated_sec,
@@ -472,6 +349,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         grad_accum_steps=grad_accum, world_size=world, train_losses=losses, notes="; ".join(notes),
         log_path=str(out_dir / "train.log") if master and out_dir is not None else "",
         checkpoint_path=checkpoint_path)
+    return (result, model.eval()) if return_model else result
 
 
 def main(argv: list[str] | None = None) -> int:

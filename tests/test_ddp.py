@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kernels.train import train
-from tests.test_train import TOKEN_BYTES, TRAIN, VAL, tiny_cfg
+from test_train import TOKEN_BYTES, TRAIN, VAL, tiny_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,6 +3,7 @@
 import math
 import multiprocessing
 
+import numpy as np
 import pytest
 
 from kernels.errors import ExpspecError
@@ -29,7 +30,7 @@ def test_schema_has_the_21_columns_in_order():
 
 def test_append_and_read_round_trip_numbers_exactly(tmp_path):
     path = tmp_path / "lane_b_inference_schema.csv"
-    assert append_rows(path, [lane_b_row("r1"), lane_b_row("r2", seed=43)]) == 2
+    assert append_rows(path, [lane_b_row("r1", dt_median_ms=np.float64(338.25)), lane_b_row("r2", seed=43)]) == 2
     rows = read_rows(path)
     assert [r["run_id"] for r in rows] == ["r1", "r2"]
     first = rows[0]
@@ -37,6 +38,7 @@ def test_append_and_read_round_trip_numbers_exactly(tmp_path):
     assert first["min_val_bpb"] == 1.2345678901234567  # repr round-trips a float
     assert math.isnan(first["time_to_target_sec_measured"])
     assert first["time_to_target_sec_extrapolated"] == math.inf
+    assert first["dt_median_ms"] == 338.25  # a numpy float is written as a plain number
     assert first["chosen_ratio"] is None  # absent column -> empty cell
     assert parse_notes(first["notes"]) == {"fit": "power_law", "k": "4"}
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
@@ -66,6 +68,15 @@ def test_a_file_with_another_header_is_refused_untouched(tmp_path):
     with pytest.raises(ExpspecError, match="column 3: found 'run', expected 'run_id'"):
         append_rows(path, [lane_b_row("r1")])
     assert path.read_text() == old
+
+
+def test_non_numbers_in_numeric_columns_are_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    with pytest.raises(ExpspecError, match="row 1: seed=4.5 is not an integer"):
+        append_rows(path, [lane_b_row("r1"), lane_b_row("r2", seed=4.5)])
+    with pytest.raises(ExpspecError, match="min_val_bpb='low' is not a number"):
+        append_rows(path, [lane_b_row("r1", min_val_bpb="low")])
+    assert not path.exists()
 
 
 def test_read_validation_names_row_and_column(tmp_path):

@@ -14,10 +14,11 @@ import torch
 from kernels.config import DEFAULTS
 from kernels.errors import ExpspecError
 from kernels.lm import build_tiny_gpt
+from kernels.loss_eval import evaluate_bpb
 from kernels.lr_schedule import lr_multiplier
-from kernels.time_to_target import step_time_medians, time_to_target
-from kernels.train import (TrainConfig, batch_starts, evaluate_bpb, horizon, main,
-                           scaling_params, train)
+from kernels.time_to_target import fit_crossing_step, step_time_medians, time_to_target
+from kernels.train import batch_starts, main, scaling_params, train
+from kernels.train_config import TrainConfig, horizon
 from kernels.training_log import parse_training_log
 
 V = 64
@@ -117,6 +118,16 @@ def test_time_to_target_measured_extrapolated_unreachable():
     assert time_to_target(evals, times, float("nan"), 40, 0.5).method == "no_threshold"
 
 
+def test_crossing_fits_offset_and_linear():
+    steps = [10, 20, 30, 40]
+    floored = [1 + 10 * s ** -0.5 for s in steps]  # floor 1.0: 1.5 is met at s = 400, 0.9 never
+    assert fit_crossing_step(steps, floored, 1.5, "power_law_offset")[0] == pytest.approx(400, rel=1e-6)
+    assert fit_crossing_step(steps, floored, 0.9, "power_law_offset")[0] == math.inf
+    assert fit_crossing_step(steps, [3 - 0.01 * s for s in steps], 2.0, "linear")[0] == pytest.approx(100)
+    with pytest.raises(ExpspecError, match="cubic"):
+        fit_crossing_step(steps, floored, 1.5, "cubic")
+
+
 def test_step_time_medians_skip_warmup_steps():
     assert step_time_medians([900, 800, 700, 10, 12, 11], [1, 2, 3, 100, 90, 95]) == (95.0, 11.0)
     assert step_time_medians([5.0], [7.0]) == (7.0, 5.0)  # too short to skip anything
@@ -166,6 +177,13 @@ def test_same_seed_same_numbers_other_seed_differs():
     assert a.train_losses != c.train_losses
 
 
+def test_return_model_gives_the_trained_model():
+    result, model = train(tiny_cfg(num_iterations=2), TRAIN, VAL, TOKEN_BYTES, log=quiet, return_model=True)
+    tb = torch.as_tensor(TOKEN_BYTES, dtype=torch.int64)
+    assert not model.training
+    assert evaluate_bpb(model, VAL, tb, 16, 4, 512, "cpu") == pytest.approx(result.final_val_bpb, abs=1e-9)
+
+
 def test_gradient_accumulation_matches_one_big_micro_batch():
     one = train(tiny_cfg(device_batch_size=8, num_iterations=3), TRAIN, VAL, TOKEN_BYTES, log=quiet)
     two = train(tiny_cfg(device_batch_size=4, num_iterations=3), TRAIN, VAL, TOKEN_BYTES, log=quiet)
@@ -201,6 +219,8 @@ def test_non_finite_loss_stops_the_run_without_raising(tmp_path):
     ({"learning_rate": -1.0}, "learning_rate"),
     ({"depth": 0}, "depth"),
     ({"bogus": 1}, "bogus"),
+    ({"learning_rate": "3e-3"}, "learning_rate must be of type float"),
+    ({"depth": 2.0}, "depth must be of type int"),
 ])
 def test_bad_config_is_one_line_error_naming_the_knob(overrides, needle):
     with pytest.raises(ExpspecError, match=needle) as err:
