@@ -78,7 +78,9 @@ class CorrelationDecay:
 def _check_stream(tokens, vocab_size: int) -> np.ndarray:
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ExpspecError(f"correlation: tokens must be a 1-D integer array, got {tokens.dtype} {tokens.shape}")
+        raise ExpspecError(
+            f"correlation: tokens must be a 1-D integer array, got {tokens.dtype} {tokens.shape}"
+        )
     if vocab_size < 2:
         raise ExpspecError(f"correlation: vocab_size must be >= 2, got {vocab_size}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):

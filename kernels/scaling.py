@@ -246,7 +246,8 @@ def infer_budget(alpha: float, points, threshold: float, n_scaling_params: float
                          f"(a review may accept it)")
             record["solve_status"] = "implausible_alpha"
             return record
-        notes.append(f"alpha = {alpha:.4g} outside [{alpha_min:g}, {alpha_max:g}] accepted by review: solved anyway")
+        notes.append(f"alpha = {alpha:.4g} outside [{alpha_min:g}, {alpha_max:g}] accepted by review: "
+                     f"solved anyway")
     solution = solve_target_tokens(cal.A, cal.L_inf, alpha, threshold, direction, **solve_kwargs)
     notes.extend(solution.notes)
     record.update(inferred_target_tokens=solution.target_tokens,
