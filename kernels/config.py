@@ -35,17 +35,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "lane_b": {
         # --- data / tokenizer / statistics (worksheet steps 1-5) ---
         "dataset_id": "austen",
-        "tokenizer": "bpe:4096",  # bpe:VOCAB (trained on the corpus, cached) or model:NAME
+        # bpe:VOCAB (trained on the corpus, cached) or model:NAME. Both exponents use it, so
+        # model:NAME also makes that pretrained LM the entropy model.
+        "tokenizer": "model:smollm2-135m-instruct",
         "stats_max_docs": 0,  # 0 = all documents
         "stats_max_tokens": 1_000_000,  # tokens of the stream used for the statistics
         "lags": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192],
         "floor_factor": 3.0,  # a lag is usable while its norm exceeds this x the noise floor
         "bootstrap": 200,  # bootstrap resamples for the CIs of beta and gamma
         "entropy": "model",  # model (per-position loss of a trained LM) | ngram (plug-in, biased)
-        "entropy_model": "tiny_gpt",  # tiny_gpt (trained here) | causal_lm (common.causal_lm)
         "entropy_context_len": 128,  # T: L_n is measured for n = 1..T-1
         "entropy_windows": 256,  # random validation windows averaged per position
         "entropy_train_iters": 300,  # steps of the tiny GPT used for the entropy curve
+        "entropy_fit_bins": 16,  # fit L_n on this many log-spaced bins of n (0 = every n)
         "gamma_form": "offset_free",  # offset_free (paper: L_n = A n^-g) | offset (seed: L_n - H_inf)
         "alpha_min": 0.2,  # the worksheet's plausibility gate
         "alpha_max": 0.8,

@@ -20,7 +20,7 @@ Two estimates of L_n:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -152,6 +152,9 @@ class EntropyDecay:
     ci_offset: tuple[float, float] | None
     window: tuple[float, float]
     n_points: int
+    bins: int = 0  # 0: every context length fitted; else the number of log bins asked for
+    fit_n: list = field(default_factory=list)  # the points fitted (bin centres when binned)
+    fit_loss: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,12 +180,33 @@ def default_window(n: np.ndarray) -> tuple[float, float]:
     return float(first), float(n.max())
 
 
+def log_binned(n: np.ndarray, losses: np.ndarray, window: tuple[float, float], bins: int):
+    """Mean loss in ``bins`` geometric bins of n over ``window`` (x = geometric mean of n).
+
+    Why: per_position_loss gives T - 1 points, most of them at large n (half of them in
+    the last octave), each as noisy as the few windows averaged there. An unbinned
+    log-log fit is dominated by that noisy tail; equal-width bins in log n weigh every
+    octave of context alike and average the noise down, without changing the law fitted.
+    """
+    keep = (n >= window[0]) & (n <= window[1])
+    n, losses = n[keep], losses[keep]
+    edges = np.unique(np.round(np.geomspace(n.min(), n.max() + 1, bins + 1)))
+    x, y = [], []
+    for low, high in zip(edges[:-1], edges[1:]):
+        sel = (n >= low) & (n < high)
+        if sel.any():
+            x.append(float(np.exp(np.log(n[sel]).mean())))
+            y.append(float(losses[sel].mean()))
+    return np.array(x), np.array(y)
+
+
 def entropy_decay(losses_by_n, form: str = "offset_free", window: tuple[float, float] | None = None,
-                  bootstrap: int = 0, seed: int = 0) -> EntropyDecay:
+                  bootstrap: int = 0, seed: int = 0, bins: int = 0) -> EntropyDecay:
     """Fit L_n = A n^-gamma and L_n = A n^-gamma + H_inf; report both, choose ``form``.
 
     ``losses_by_n`` is per_position_loss's array (index 0 is n = 1) or a mapping {n: L_n}.
-    ``bootstrap`` resamples context lengths (fit_power_law's point bootstrap).
+    ``bins`` > 0 fits the log-binned curve (see ``log_binned``) instead of every n.
+    ``bootstrap`` resamples the fitted points (fit_power_law's point bootstrap).
     """
     if form not in GAMMA_FORMS:
         raise ExpspecError(f"entropy_decay: form must be one of {', '.join(GAMMA_FORMS)}, got {form!r}")
@@ -190,6 +214,8 @@ def entropy_decay(losses_by_n, form: str = "offset_free", window: tuple[float, f
     if n.size == 0:
         raise ExpspecError("entropy_decay: no losses given")
     window = tuple(window) if window is not None else default_window(n)
+    if bins:
+        n, losses = log_binned(n, losses, window, bins)
     free = fit_power_law(n, losses, window=window, bootstrap=bootstrap, seed=seed)
     try:
         floored: PowerLawFit | None = fit_power_law(n, losses, offset=True, window=window,
@@ -209,5 +235,7 @@ def entropy_decay(losses_by_n, form: str = "offset_free", window: tuple[float, f
         h_inf=floored.offset if floored else nan,
         r2_offset=floored.r2 if floored else nan,
         ci_offset=floored.ci if floored else None,
-        window=(float(window[0]), float(window[1])), n_points=free.n_points,
+        window=(float(window[0]), float(window[1])), n_points=free.n_points, bins=bins,
+        fit_n=[float(v) for v in n[(n >= window[0]) & (n <= window[1])]],
+        fit_loss=[float(v) for v in losses[(n >= window[0]) & (n <= window[1])]],
     )

@@ -77,6 +77,7 @@ def cmd_infer(args) -> int:
     cfg = resolve_config(args.profile, args.set)
     lane_b = cfg["lane_b"]
     out = _check_out(args.out)
+    points = read_calibration(args.calibration)
     inputs = {"calibration": file_fingerprint(args.calibration)}
     if args.stats:
         stats = read_json(args.stats, "stats")
@@ -95,7 +96,6 @@ def cmd_infer(args) -> int:
         except ValueError:
             raise ExpspecError(f"--alpha-range {args.alpha_range!r}: expected MIN,MAX") from None
         lane_b["alpha_min"], lane_b["alpha_max"] = lo, hi
-    points = read_calibration(args.calibration)
     threshold = args.threshold if args.threshold is not None else lane_b["target_threshold"]
     if not math.isfinite(threshold):
         raise ExpspecError("infer: no threshold: pass --threshold or set lane_b.target_threshold "

@@ -91,7 +91,8 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
         curve = {n: h for n, h in ngram.losses_by_n().items() if n >= 1}
         entropy.update(source="ngram", model=None)
     entropy["loss_by_position"] = {str(n): v for n, v in curve.items()}
-    decay = entropy_decay(curve, form=lane_b["gamma_form"], bootstrap=lane_b["bootstrap"], seed=common["seed"])
+    decay = entropy_decay(curve, form=lane_b["gamma_form"], bootstrap=lane_b["bootstrap"], seed=common["seed"],
+                          bins=lane_b["entropy_fit_bins"])
     entropy["fit"] = decay.to_dict()
     timings["entropy_s"] = time.time() - t0
     log(f"entropy: gamma={decay.gamma:.4f} ({decay.form}) offset-free={decay.gamma_offset_free:.4f} "
@@ -133,7 +134,7 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
 # re-running calibration with other calib_iters does not recompute the statistics).
 STATS_KEYS = ("dataset_id", "tokenizer", "stats_max_docs", "stats_max_tokens", "lags", "floor_factor",
               "bootstrap", "entropy", "entropy_context_len", "entropy_windows", "entropy_train_iters",
-              "gamma_form", "depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size",
+              "entropy_fit_bins", "gamma_form", "depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size",
               "total_batch_size", "learning_rate", "weight_decay", "warmup_ratio", "warmdown_ratio",
               "final_lr_frac", "eval_tokens")
 

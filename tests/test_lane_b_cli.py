@@ -1,0 +1,102 @@
+"""Lane B's gate and CLI: the review hatch, stats/infer end to end, bad input writes nothing."""
+
+import json
+import math
+
+import pytest
+
+from kernels.cli import main
+from kernels.errors import ExpspecError
+from kernels.lane_b_stats import alpha_gate
+
+REVIEW = {"decision": "accepted", "by": "me", "reason": "paper values are below the gate too"}
+
+
+def test_gate_pass_flag_accept_reject():
+    assert alpha_gate(0.3, None, 0.2, 0.8, {})["verdict"] == "PASS"
+    assert alpha_gate(0.2, None, 0.2, 0.8, {})["passed"]  # bounds are inclusive
+    flagged = alpha_gate(0.05, (0.04, 0.06), 0.2, 0.8, {})
+    assert not flagged["passed"] and flagged["verdict"] == "FLAGGED"
+    assert flagged["message"] == "alpha=0.0500 [0.040, 0.060] outside [0.2, 0.8]: flag for manual review"
+    accepted = alpha_gate(0.05, None, 0.2, 0.8, REVIEW)
+    assert accepted["passed"] and accepted["verdict"] == "FLAGGED → ACCEPTED"
+    assert "by me: paper values" in accepted["review"]
+    rejected = alpha_gate(0.05, None, 0.2, 0.8, dict(REVIEW, decision="rejected"))
+    assert not rejected["passed"] and rejected["verdict"] == "FLAGGED → REJECTED"
+    assert not alpha_gate(float("nan"), None, 0.2, 0.8, {})["passed"]
+    with pytest.raises(ExpspecError, match="alpha_review"):
+        alpha_gate(0.05, None, 0.2, 0.8, {"decision": "maybe", "by": "x", "reason": "y"})
+    with pytest.raises(ExpspecError, match="alpha_review"):
+        alpha_gate(0.05, None, 0.2, 0.8, {"decision": "accepted"})
+
+
+def _calibration(tmp_path, alpha=0.3, A=20.0, L_inf=1.0):
+    points = [{"tokens": d, "value": L_inf + A * d ** -alpha} for d in (1e6, 4e6, 1.6e7)]
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"points": points}))
+    return path
+
+
+def test_infer_cli_solves_the_planted_law(tmp_path, capsys):
+    cal = _calibration(tmp_path)
+    out = tmp_path / "infer.json"
+    rc = main(["lane-b", "infer", "--alpha", "0.3", "--calibration", str(cal), "--threshold", "1.5",
+               "--n-scaling-params", "1e6", "--out", str(out)])
+    assert rc == 0
+    record = json.loads(out.read_text())
+    d_target = (20.0 / 0.5) ** (1 / 0.3)  # A / (T - L_inf) = D^-alpha
+    assert record["solve_status"] == "ok" and record["alpha_gate"] == "PASS"
+    assert math.isclose(record["inferred_target_tokens"], d_target, rel_tol=1e-6)
+    assert math.isclose(record["inferred_target_param_data_ratio"], d_target / 1e6, rel_tol=1e-6)
+    assert math.isclose(record["confirmation_ratio"], 1.05 * d_target / 1e6, rel_tol=1e-6)
+    assert record["provenance"]["inputs"]["calibration"] and record["provenance"]["git_commit"]
+
+
+def test_infer_cli_implausible_alpha_still_writes(tmp_path):
+    out = tmp_path / "infer.json"
+    rc = main(["lane-b", "infer", "--alpha", "0.05", "--calibration", str(_calibration(tmp_path, alpha=0.05)),
+               "--threshold", "1.5", "--n-scaling-params", "1e6", "--out", str(out)])
+    assert rc == 0 and json.loads(out.read_text())["solve_status"] == "implausible_alpha"
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "file not found"),
+    ("{not json", "not valid JSON"),
+    ('{"pts": []}', "expected {\"points\""),
+    ('{"points": [{"tokens": 1}]}', "points[0] needs numeric"),
+])
+def test_infer_cli_bad_calibration(tmp_path, capsys, content, message):
+    cal = tmp_path / "calibration.json"
+    if content is not None:
+        cal.write_text(content)
+    out = tmp_path / "infer.json"
+    rc = main(["lane-b", "infer", "--alpha", "0.3", "--calibration", str(cal), "--threshold", "1.5",
+               "--n-scaling-params", "1e6", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_stats_cli_on_a_small_corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPSPEC_CACHE", str(tmp_path / "cache"))
+    from kernels.corpus import load_documents
+
+    text = load_documents("embedded:austen")[2].text[:150_000]  # a slice of Northanger Abbey
+    (tmp_path / "c.txt").write_text(text)
+    out = tmp_path / "stats.json"
+    rc = main(["lane-b", "stats", "--corpus", str(tmp_path / "c.txt"), "--tokenizer", "bpe:512",
+               "--entropy", "ngram", "--out", str(out), "--set", "lane_b.bootstrap=0"])
+    assert rc == 0
+    stats = json.loads(out.read_text())
+    assert stats["tokenizer_id"].startswith("bpe:512:") and stats["vocab_size"] == 512
+    assert stats["n_usable_lags"] >= 2 and float(stats["beta"]) > 0
+    assert stats["entropy"]["source"] == "ngram" and stats["provenance"]["config"]["lane_b"]["entropy"] == "ngram"
+    assert [r["lag"] for r in stats["correlation"]["rows"]][:3] == [1, 2, 3]
+
+
+def test_stats_cli_empty_corpus_writes_nothing(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("  \n")
+    out = tmp_path / "stats.json"
+    assert main(["lane-b", "stats", "--corpus", str(tmp_path / "empty.txt"), "--out", str(out)]) == 2
+    assert "empty" in capsys.readouterr().err and not out.exists()
+    assert main(["config", "--set", "lane_b.nope=1"]) == 2
