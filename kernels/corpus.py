@@ -129,6 +129,27 @@ def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
     return docs
 
 
+CHECK_READ_LIMIT = 50 << 20  # check_corpus_spec reads files up to this size to see they hold text
+
+
+def check_corpus_spec(spec: str) -> None:
+    """Cheap up-front check, before any output is written: the corpus exists and, when
+    small enough to read at once, has a supported form and some text. ``hf:`` datasets
+    are checked when they load; the embedded corpus only by name."""
+    if spec.startswith("hf:"):
+        return
+    if spec.startswith("embedded:"):
+        if spec.split(":", 1)[1] not in EMBEDDED:
+            raise ExpspecError(f"corpus {spec}: unknown embedded corpus (known: {', '.join(EMBEDDED)})")
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ExpspecError(f"corpus {path}: no such file or folder")
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if sum(f.stat().st_size for f in files) <= CHECK_READ_LIMIT:
+        load_documents(spec)
+
+
 def paragraphs(text: str) -> list[str]:
     """Blank-line separated blocks, with hard line wraps inside a block undone."""
     return [re.sub(r"\s*\n\s*", " ", p.strip()) for p in re.split(r"\n\s*\n", text) if p.strip()]

@@ -18,6 +18,11 @@ DEMO = textwrap.dedent('''
 
     def test_fit_quality(scale, criterion):
         criterion.check(0.5, ">=", 0.9, "R^2")
+
+    def test_bad_input_in_a_fixture(scale, request):
+        from kernels.corpus import load_documents
+        if scale == "smoke":
+            load_documents("missing-corpus-dir")
 ''')
 
 
@@ -33,13 +38,15 @@ def demo(pytester):
 @pytest.mark.parametrize("xdist", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["n0", "n2"])
 def test_session_writes_junit_summary_and_index(demo, xdist):
     result = demo.runpytest_subprocess("--reports-dir", "out", "--set", "common.seed=7", *xdist)
-    result.assert_outcomes(passed=1, failed=1, skipped=2)  # hero params skip by default
+    result.assert_outcomes(passed=1, failed=2, skipped=3)  # hero params skip by default
     run = demo.path / "out" / "latest"
     assert {"junit.xml", "summary.md", "index.html", "config.json", "run.json"} <= {p.name for p in run.iterdir()}
     summary = (run / "summary.md").read_text()
     assert "| test_seed_is_resolved[smoke] | demo | PASS | 7 | == 7 |" in summary
     assert "| test_fit_quality[smoke] | demo | FAIL | 0.5 | >= 0.9 |" in summary
     assert "hero scale: select it with -m hero" in summary
+    assert "> expspec: error: corpus missing-corpus-dir: no such file or folder" in summary
+    assert "Traceback" not in result.stdout.str() and "expspec: error: corpus missing-corpus-dir" in result.stdout.str()
     assert json.loads((run / "config.json").read_text())["smoke"]["common"]["seed"] == 7
     junit = (run / "junit.xml").read_text()
     assert 'name="measured" value="0.5"' in junit
@@ -47,7 +54,7 @@ def test_session_writes_junit_summary_and_index(demo, xdist):
 
 def test_hero_is_selected_only_on_request(demo):
     result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "hero", "--set", "common.seed=7")
-    result.assert_outcomes(passed=1, failed=1, deselected=2)
+    result.assert_outcomes(passed=2, failed=1, deselected=3)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -55,8 +62,11 @@ def test_hero_is_selected_only_on_request(demo):
     (["--profile", "missing.toml"], "missing.toml: file not found"),
     (["--devices", "cuda:3"], "cuda:3 does not exist"),
     (["--devices", "tpu"], "'tpu' is not a device"),
+    (["--set", "common.corpus=nope.txt"], "corpus nope.txt: no such file or folder"),
+    (["--set", "common.corpus=empty.txt"], "corpus empty.txt: empty"),
 ])
 def test_bad_options_fail_in_one_line_and_write_nothing(demo, args, message):
+    (demo.path / "empty.txt").write_text("\n\n")
     result = demo.runpytest_subprocess("--reports-dir", "out", *args)
     assert result.ret != 0
     assert message in result.stderr.str()
