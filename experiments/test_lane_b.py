@@ -5,11 +5,18 @@ run the real steps once per config through the run cache; the tests only read re
 """
 
 import math
+import statistics
 
 import pytest
 
 from fixtures.scale import SCALES
+from kernels.lane_b_pipeline import CANDIDATE_COLUMNS, RESULTS_COLUMNS, read_env_value
 from kernels.lane_b_stats import alpha_gate
+from kernels.lane_b_summary import decide
+from kernels.results_csv import COLUMNS, parse_notes, read_csv_rows, read_rows
+from kernels.run_cache import read_json
+from kernels.scaling import STATUSES
+from kernels.training_log import parse_training_log
 
 pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session"), pytest.mark.xdist_group("lane_b")]
 
@@ -62,3 +69,119 @@ def test_entropy_fit_quality(scale, lane_b_stats, criterion):
                      f"gamma > 0, R2 >= {MIN_FIT_R2} on >= {MIN_USABLE_LAGS} points", ok,
                      f"entropy fit ({fit['form']}): gamma={gamma:.4f}, R2={r2:.4f} on {n} context lengths, "
                      f"required gamma > 0 and R2 >= {MIN_FIT_R2} on >= {MIN_USABLE_LAGS}")
+
+
+# ---- the run pipeline (run guide steps 0-8) ----------------------------------------------
+
+def _rows(entry, name, columns):
+    return read_csv_rows(entry.path / name, columns)
+
+
+def test_csv_schema_order(scale, lane_b_pipeline, criterion):
+    path = lane_b_pipeline.path / "lane_b_inference_schema.csv"
+    criterion.artifact(path)
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    rows = read_rows(path)  # validates every row's width and numeric columns
+    candidates = _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)
+    ok = tuple(header) == COLUMNS and len(rows) == len(candidates) > 0
+    criterion.expect(f"{len(header)} columns, {len(rows)} rows", f"the 21 schema columns in order, "
+                     f"one row per candidate ({len(candidates)})", ok,
+                     f"header {header} / {len(rows)} rows vs {len(candidates)} candidates")
+
+
+def test_threshold_rule(scale, lane_b_pipeline, lane_b_config, criterion):
+    work = lane_b_pipeline.path
+    recorded = read_json(work / "threshold.json")["threshold"]
+    by_seed = {int(r["seed"]): float(r["min_val_bpb"]) for r in _rows(lane_b_pipeline, "results.csv", RESULTS_COLUMNS)}
+    expected = statistics.median(by_seed[s] for s in lane_b_config["baseline_seeds"]) + lane_b_config["threshold_offset"]
+    from_env = read_env_value(work / "threshold.env", "LANE_B_TARGET_THRESHOLD")
+    criterion.artifact(work / "results.csv")
+    criterion.record("baseline min_val_bpb", {s: round(v, 4) for s, v in by_seed.items()})
+    criterion.expect(f"{recorded:.6f} (env {from_env:.6f})",
+                     f"median(min_val_bpb) + {lane_b_config['threshold_offset']} = {expected:.6f}",
+                     math.isclose(recorded, expected, abs_tol=1e-9) and math.isclose(from_env, expected, abs_tol=1e-6),
+                     f"threshold {recorded} (env {from_env}) != median + offset = {expected}")
+
+
+def test_calibration_fit(scale, lane_b_pipeline, lane_b_config, criterion):
+    work = lane_b_pipeline.path
+    infer = read_json(work / "infer.json")
+    points = read_json(work / "calibration.json")["points"]
+    criterion.plot(work / "calibration.png")
+    criterion.artifact(work / "calibration.json")
+    criterion.record("points (tokens, val_bpb)", [(p["tokens"], round(p["value"], 4)) for p in points])
+    criterion.record("L(D)", f"L_inf={infer['calib_L_inf']}, A={infer['calib_A']}, alpha={infer['alpha']}")
+    r2 = float(infer["calib_fit_r2"]) if infer["calib_fit_r2"] is not None else float("nan")
+    n_required = len(lane_b_config["calib_iters"])
+    criterion.expect(f"R2={r2:.4f} on {len(points)} points",
+                     f"R2 >= {lane_b_config['calib_r2_min']} on {n_required} points",
+                     len(points) == n_required and r2 >= lane_b_config["calib_r2_min"],
+                     f"calibration R2={r2:.4f} on {len(points)} points (required >= "
+                     f"{lane_b_config['calib_r2_min']} on {n_required})")
+
+
+def test_solve_status_recorded(scale, lane_b_pipeline, lane_b_config, criterion):
+    infer = read_json(lane_b_pipeline.path / "infer.json")
+    criterion.artifact(lane_b_pipeline.path / "infer.json")
+    status = infer["solve_status"]
+    decisions = sorted((int(r["seed"]), r["lane_b_decision"])
+                       for r in _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS))
+    kinds = ("confirmation", "inferred") if status == "ok" else ("fallback",)
+    expected = sorted((s, k) for s in lane_b_config["run_seeds"] for k in kinds)
+    notes_ok = all(parse_notes(r["notes"]).get("solve_status") == status
+                   for r in read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv"))
+    criterion.record("ratio (inferred | confirmation)",
+                     f"{infer['inferred_target_param_data_ratio']} | {infer['confirmation_ratio']}")
+    criterion.expect(f"solve_status={status}; runs {decisions}",
+                     "a known status; ok -> inferred + confirmation per seed, else one fallback per seed",
+                     status in STATUSES and decisions == expected and notes_ok,
+                     f"solve_status={status} but candidate runs {decisions} (expected {expected}); notes ok: {notes_ok}")
+
+
+def test_candidates_logged(scale, lane_b_pipeline, criterion):
+    work = lane_b_pipeline.path
+    candidates = _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)
+    logged = {r["run_id"] for r in read_rows(work / "lane_b_inference_schema.csv")}
+    evals = {r["run_id"]: len(parse_training_log(work / r["log"]).evals) for r in candidates}
+    criterion.plot(work / "val_bpb_curves.png")
+    criterion.artifact(work / "candidate_runs.csv")
+    ok = bool(candidates) and all(n >= 2 for n in evals.values()) and set(evals) <= logged
+    criterion.expect(f"{len(candidates)} runs, evals per log {sorted(evals.values())}",
+                     "every candidate: a parseable log with >= 2 evals and a schema row", ok,
+                     f"candidates {evals}, schema rows {sorted(logged)}")
+
+
+def test_summary_decision(scale, lane_b_pipeline, lane_b_config, criterion):
+    work = lane_b_pipeline.path
+    summary = read_json(work / "summary.json")
+    candidates = _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)
+    recomputed = decide(candidates, lane_b_config["run_seeds"])
+    criterion.artifact(work / "summary.json")
+    criterion.record("per seed", {s: (v["winner"], v["beat_baseline"]) for s, v in summary["per_seed"].items()})
+    criterion.record("reason", summary["reason"])
+    fallback = summary["lane_b_decision"] == "fallback"
+    consistent = (summary["recommended_decision"] == recomputed["recommended_decision"]
+                  and (fallback == summary["expansion_stopped"])
+                  and (not fallback or summary["chosen_ratio"] == lane_b_config["default_ratio"])
+                  and all("beat_baseline" in v for v in summary["per_seed"].values()))
+    criterion.expect(f"{summary['lane_b_decision']} at ratio {summary['chosen_ratio']:.4g}",
+                     "the worksheet's rule (most wins; fallback at the default ratio stops expansion)",
+                     consistent, f"summary {summary} vs recomputed {recomputed}")
+
+
+def test_time_to_target_recorded(scale, lane_b_pipeline, criterion):
+    rows = read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv")
+    methods = {r["run_id"]: parse_notes(r["notes"])["ttt_method"] for r in rows}
+
+    def recorded(row):
+        measured, extrapolated = row["time_to_target_sec_measured"], row["time_to_target_sec_extrapolated"]
+        if methods[row["run_id"]] == "measured":
+            return measured is not None and measured > 0
+        if methods[row["run_id"]].startswith("extrapolated"):
+            return extrapolated is not None and extrapolated > 0
+        return methods[row["run_id"]] in ("unreachable", "too_few_evals")
+
+    bad = [r["run_id"] for r in rows if not recorded(r)]
+    criterion.expect(f"{len(rows) - len(bad)}/{len(rows)} rows: {sorted(set(methods.values()))}",
+                     "each row: a measured or extrapolated time-to-target matching its method",
+                     bool(rows) and not bad, f"rows without a consistent time-to-target: {bad}")

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "final_lr_frac": 0.0,
         "eval_every": 25,
         "eval_tokens": 65_536,
+        "train_tokenizer": "bpe:4096",  # tokenizer of the trained runs (val_bpb is tokenizer-free)
         "model": "tiny_gpt",  # tiny_gpt (random init from depth/aspect_ratio/head_dim) or an HF id/dir
         "device": "cpu",  # the pytest fixtures pass the worker's device instead
         "checkpoint_every": 0,  # 0 = checkpoint only at the end
@@ -76,7 +77,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "nanochat_dir": "",
         "nanochat_command": (
             "torchrun --standalone --nproc_per_node=8 -m scripts.base_train --depth={depth} "
-            "--seed={seed} --target-param-data-ratio={ratio} --run={run_id}"
+            "--seed={seed} --target-param-data-ratio={ratio} --num-iterations={num_iterations} --run={run_id}"
         ),
         # --- targets, calibration, candidates ---
         "target_metric": "val_bpb",

@@ -5,6 +5,10 @@
     expspec lane-b infer (--stats stats.json | --alpha A) --calibration calibration.json
                          --threshold T --n-scaling-params N [--direction lower_is_better]
                          [--alpha-range 0.2,0.8] --out infer.json
+    expspec lane-b parse-log LOG                       a nanochat/builtin training log -> JSON
+    expspec lane-b STEP --work-dir W                   one run-guide step on a work dir:
+        baselines | scaling-params | calibrate | calibration-points | candidates | log |
+        summary | run-all (steps 1-8; loads W/threshold.env)
 
 Flags are shorthands for config keys; anything else goes through --profile/--set/env
 exactly as in pytest. Every output records the resolved config, seed, git commit and
@@ -117,6 +121,43 @@ def cmd_infer(args) -> int:
     return 0
 
 
+def cmd_parse_log(args) -> int:
+    import json
+
+    from kernels.run_cache import jsonable
+    from kernels.training_log import parse_training_log
+
+    print(json.dumps(jsonable(parse_training_log(args.log).to_dict()), indent=2))
+    return 0
+
+
+def _pipeline_steps() -> dict:
+    from kernels import lane_b_pipeline as p
+    from kernels import lane_b_summary as s
+
+    return {"baselines": p.step_baselines, "scaling-params": p.step_scaling_params,
+            "calibrate": p.step_calibrate, "calibration-points": p.step_calibration_points,
+            "candidates": p.step_candidates, "log": s.step_log, "summary": s.step_summary, "run-all": s.run_all}
+
+
+def cmd_pipeline_step(args) -> int:
+    import json
+
+    from kernels.lane_b_pipeline import LaneB
+    from kernels.run_cache import jsonable
+
+    cfg = resolve_config(args.profile, args.set)
+    work_dir = args.work_dir or cfg["lane_b"]["work_dir"]
+    if not work_dir:
+        raise ExpspecError("lane-b: no work dir: pass --work-dir or set lane_b.work_dir (LANE_B_WORK_DIR)")
+    lb = LaneB(cfg["lane_b"], cfg["common"], Path(work_dir), device=args.device,
+               log=lambda line: print(line, flush=True))
+    write_json_atomic(lb.path(f"config.{args.step}.json"), _provenance(cfg, {}))
+    result = _pipeline_steps()[args.step](lb)
+    print(json.dumps(jsonable(result), indent=2)[:4000])
+    return 0
+
+
 def add_lane_b_commands(sub, add_config_args) -> None:
     lane = sub.add_parser("lane-b", help="Lane B: token budget from corpus statistics")
     steps = lane.add_subparsers(dest="step", required=True)
@@ -143,3 +184,15 @@ def add_lane_b_commands(sub, add_config_args) -> None:
     p.add_argument("--out", required=True)
     add_config_args(p)
     p.set_defaults(func=cmd_infer)
+
+    p = steps.add_parser("parse-log", help="parse a nanochat (or builtin) training log -> JSON")
+    p.add_argument("log")
+    p.set_defaults(func=cmd_parse_log)
+
+    for name in ("baselines", "scaling-params", "calibrate", "calibration-points", "candidates", "log",
+                 "summary", "run-all"):
+        p = steps.add_parser(name, help=f"run-guide step '{name}' on a work dir")
+        p.add_argument("--work-dir", default=None, help="the Lane B work dir (default: lane_b.work_dir)")
+        p.add_argument("--device", default="cpu")
+        add_config_args(p)
+        p.set_defaults(func=cmd_pipeline_step, step=name)

@@ -37,7 +37,8 @@ def plot_power_law(path: str | Path, x, y, *, fits: Sequence[tuple[str, object]]
         ax.plot(x[~mask], y[~mask], "o", mfc="none", color="C0", label="measured (not fitted)")
     for i, (label, rx, ry) in enumerate(reference):
         ax.plot(rx, ry, "--", color="gray" if i == 0 else f"C{i + 4}", label=label)
-    grid = np.geomspace(max(x.min(), 1e-12), x.max(), 200) if x.min() > 0 else np.linspace(x.min(), x.max(), 200)
+    span = np.concatenate([x, [v for _, v in vlines if np.isfinite(v) and v > 0]])  # fits reach the markers
+    grid = np.geomspace(max(span.min(), 1e-12), span.max(), 200)
     for i, (label, fit) in enumerate(fits):
         ax.plot(grid, fit.predict(grid), "-", color=f"C{i + 1}", label=label)
     for label, value in vlines:
@@ -50,6 +51,27 @@ def plot_power_law(path: str | Path, x, y, *, fits: Sequence[tuple[str, object]]
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(path: str | Path, curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], *,
+                hlines: Sequence[tuple[str, float]] = (), title: str = "", xlabel: str = "step",
+                ylabel: str = "val_bpb") -> Path:
+    """One line per run (``(label, x, y)``), e.g. val_bpb against step, with a threshold line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for i, (label, x, y) in enumerate(curves):
+        ax.plot(x, y, "-o", ms=2.5, lw=1.2, color=f"C{i % 10}", label=label)
+    for label, value in hlines:
+        ax.axhline(value, color="k", ls=":", label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,18 +70,18 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON has no NaN/inf: write them as strings so every reader can parse the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
+        return jsonable(value.to_dict())
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
@@ -90,7 +90,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(_jsonable(data), handle, indent=2, sort_keys=True)
+        json.dump(jsonable(data), handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)
     return path
@@ -121,7 +121,7 @@ class RunCache:
 
     def key(self, family: str, step: str, config: Any, inputs: Mapping[str, str] | None = None) -> str:
         blob = json.dumps(
-            {"family": family, "step": step, "config": _jsonable(config), "kernels": kernels_source_hash(),
+            {"family": family, "step": step, "config": jsonable(config), "kernels": kernels_source_hash(),
              "inputs": dict(sorted((inputs or {}).items()))},
             sort_keys=True,
         )

@@ -317,7 +317,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         mfu = 100 * flops_per_token * cfg.total_batch_size / dt / (peak * world)
         say(f"step {step:05d}/{T:05d} ({100 * step / T:.2f}%) | loss: {smooth / (1 - 0.9 ** (step + 1)):.6f} "
             f"| lrm: {lrm:.2f} | dt: {dt * 1000:.2f}ms | tok/sec: {int(tps[-1]):,} | mfu: {mfu:.2f} "
-            f"| total time: {train_time / 60:.2f}m")
+            f"| total time: {train_time / 60:.4f}m")
         step += 1
 
     tok_med, dt_med = step_time_medians(dts, tps)

@@ -1,0 +1,333 @@
+"""Lane B run guide, steps 0-6: baselines, scaling params, stats, calibration, infer, candidates.
+
+Every step reads and writes files under one work dir, named as in the run guide, so a
+person can run them one by one (``expspec lane-b <step> --work-dir W``), the pytest
+fixtures can run them all, and a file from a real GPU run drops in unchanged:
+
+    0 baselines          runs/<id>/train.log, results.csv, threshold.json, threshold.env
+    1 scaling-params     scaling_params.json, n_scaling_params.txt
+    2 stats              stats.json                        (kernels/lane_b_stats.py)
+    3 calibrate          runs/<id>/train.log, one SEPARATE run per calib_iters value
+    4 calibration-points calibration.json, calibration.env
+    5 infer              infer.json                        (kernels/scaling.py)
+    6 candidates         runs/<id>/train.log, candidate_runs.csv
+    (7 log, 8 summary: kernels/lane_b_summary.py)
+
+Why separate calibration runs: a point read off one run's curve mid-training is
+confounded by that run's LR warmdown (the original pipeline did that); each D here is
+the final val_bpb of a run whose whole schedule spans D tokens.
+
+Training goes through ``train_run``: the built-in trainer (kernels/train.py), or the
+``nanochat`` backend, which runs a command template as a subprocess in
+``lane_b.nanochat_dir`` and reads its log with the same parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from kernels.errors import ExpspecError
+from kernels.results_csv import append_csv_rows, read_csv_rows
+from kernels.run_cache import read_json, write_json_atomic
+from kernels.training_log import parse_training_log
+
+RESULTS_COLUMNS = ("run_id", "seed", "num_iterations", "min_val_bpb", "final_val_bpb", "status", "log")
+CANDIDATE_COLUMNS = ("run_id", "seed", "lane_b_decision", "ratio", "num_iterations", "tokens", "status",
+                     "min_val_bpb", "final_val_bpb", "time_to_target_sec_measured",
+                     "time_to_target_sec_extrapolated", "time_to_target_method", "reached_within_horizon",
+                     "accepted", "tok_per_sec_median", "dt_median_ms", "log", "notes")
+THRESHOLD_ENV = "LANE_B_TARGET_THRESHOLD"
+
+
+@dataclass
+class TrainData:
+    train: np.ndarray
+    val: np.ndarray
+    token_bytes: np.ndarray
+    tokenizer_id: str
+    corpus_fingerprint: str
+
+
+@dataclass
+class LaneB:
+    """The resolved config + work dir every step works in."""
+
+    lane_b: dict
+    common: dict
+    work_dir: Path
+    device: str = "cpu"
+    log: Callable[[str], None] = print
+    stats_fn: Callable[["LaneB"], dict] | None = None  # injects a cached stats.json producer
+    notes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.work_dir = Path(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def split(self):
+        from kernels.corpus import load_corpus
+
+        return load_corpus(self.common["corpus"], self.common["val_fraction"], self.lane_b["stats_max_docs"])
+
+    @cached_property
+    def data(self) -> TrainData:
+        from kernels.tokenizer import get_tokenizer
+
+        tok = get_tokenizer(self.lane_b["train_tokenizer"], [d.text for d in self.split.train],
+                            self.split.fingerprint)
+        return TrainData(tok.encode_documents([d.text for d in self.split.train]),
+                         tok.encode_documents([d.text for d in self.split.val]),
+                         tok.token_bytes, tok.id, self.split.fingerprint)
+
+    def path(self, name: str) -> Path:
+        return self.work_dir / name
+
+    def run_id(self, kind: str, seed: int) -> str:
+        """Stable per (config, kind, seed): re-running the same config skips logged rows."""
+        knobs = {k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "depth", "aspect_ratio", "head_dim",
+                                              "max_seq_len", "total_batch_size", "learning_rate")}
+        digest = hashlib.sha256(json.dumps([knobs, self.common["corpus"]], sort_keys=True).encode())
+        return f"laneb-{self.lane_b['dataset_id']}-d{self.lane_b['depth']}-{kind}-s{seed}-{digest.hexdigest()[:8]}"
+
+    def threshold(self) -> float:
+        """lane_b.target_threshold, else threshold.env in the work dir (step 0's output)."""
+        value = self.lane_b["target_threshold"]
+        if math.isfinite(value):
+            return float(value)
+        env = self.path("threshold.env")
+        if env.is_file():
+            return read_env_value(env, THRESHOLD_ENV)
+        raise ExpspecError(f"lane_b threshold: none set and {env} is missing: run `expspec lane-b baselines` "
+                           f"first or set {THRESHOLD_ENV}")
+
+
+def read_env_value(path: Path, name: str) -> float:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().removeprefix("export ").strip() == name:
+            try:
+                return float(value.strip().strip("'\""))
+            except ValueError:
+                break
+    raise ExpspecError(f"{path}: expected a line {name}=<number>")
+
+
+def _train_config(lb: LaneB, seed: int, **overrides):
+    from kernels.train_config import TrainConfig
+
+    return TrainConfig.from_lane_b(lb.lane_b, seed=seed, device=lb.device, **overrides)
+
+
+def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan"), **overrides) -> dict:
+    """One training run (builtin or nanochat) -> a flat summary dict; logs under runs/<run_id>/."""
+    out = lb.path("runs") / run_id
+    done = out / "run.json"
+    if done.is_file():  # a finished run is never trained twice in one work dir
+        return read_json(done, "run summary")
+    out.mkdir(parents=True, exist_ok=True)
+    if lb.lane_b["backend"] == "nanochat":
+        summary = _nanochat_run(lb, run_id, seed, threshold, out, **overrides)
+    elif lb.lane_b["backend"] == "builtin":
+        from kernels.train import train
+
+        cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
+        lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
+        result = train(cfg, lb.data.train, lb.data.val, lb.data.token_bytes, log=lambda line: None, out_dir=out)
+        summary = {k: getattr(result, k) for k in (
+            "status", "steps", "horizon", "n_scaling_params", "tokens_trained", "evals", "final_val_bpb",
+            "min_val_bpb", "time_to_target_sec_measured", "time_to_target_sec_extrapolated",
+            "time_to_target_method", "reached_within_horizon", "tok_per_sec_median", "dt_median_ms",
+            "train_time_sec", "notes")}
+    else:
+        raise ExpspecError(f"lane_b.backend: expected builtin or nanochat, got {lb.lane_b['backend']!r}")
+    summary.update(run_id=run_id, seed=seed, log=str((out / "train.log").relative_to(lb.work_dir)))
+    write_json_atomic(done, summary)
+    return read_json(done, "run summary")
+
+
+def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path, **overrides) -> dict:
+    cwd = Path(lb.lane_b["nanochat_dir"] or ".").expanduser()
+    if not cwd.is_dir():
+        raise ExpspecError(f"lane_b.nanochat_dir {cwd}: no such folder (the nanochat checkout)")
+    fields = dict(depth=lb.lane_b["depth"], seed=seed, run_id=run_id, threshold=threshold,
+                  ratio=overrides.get("target_param_data_ratio", lb.lane_b["target_param_data_ratio"]),
+                  num_iterations=overrides.get("num_iterations", lb.lane_b["num_iterations"]))
+    try:
+        command = lb.lane_b["nanochat_command"].format(**fields)
+    except (KeyError, IndexError) as exc:
+        raise ExpspecError(f"lane_b.nanochat_command: unknown placeholder {exc} "
+                           f"(known: {', '.join(fields)})") from None
+    lb.log(f"[lane-b] nanochat {run_id}: {command}")
+    with open(out / "train.log", "w", encoding="utf-8") as handle:
+        proc = subprocess.run(shlex.split(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        return {"status": "failed", "notes": f"nanochat exited {proc.returncode}", "evals": [],
+                "min_val_bpb": float("nan"), "time_to_target_method": "failed"}
+    parsed = parse_training_log(out / "train.log")
+    ttt = parsed.time_to_target_for(threshold)
+    return {"status": "ok" if parsed.failed_at_step < 0 else "failed", "steps": parsed.last_step,
+            "horizon": parsed.num_iterations, "n_scaling_params": parsed.n_scaling_params,
+            "tokens_trained": parsed.last_step * parsed.total_batch_size, "evals": parsed.evals,
+            "final_val_bpb": parsed.evals[-1][1], "min_val_bpb": parsed.min_val_bpb,
+            "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec,
+            "time_to_target_method": ttt.method, "reached_within_horizon": ttt.reached_within_horizon,
+            "tok_per_sec_median": parsed.tok_per_sec_median, "dt_median_ms": parsed.dt_median_ms,
+            "train_time_sec": parsed.train_time_sec, "notes": "; ".join(parsed.notes)}
+
+
+# ---- step 0 -------------------------------------------------------------------------
+def step_baselines(lb: LaneB) -> dict:
+    """Baseline runs -> results.csv; threshold = median(min_val_bpb) + threshold_offset."""
+    seeds = lb.lane_b["baseline_seeds"]
+    iters = lb.lane_b["baseline_num_iterations"]
+    rows = []
+    for seed in seeds:
+        run = train_run(lb, lb.run_id(f"baseline{iters}", seed), seed, num_iterations=iters)
+        rows.append({"run_id": run["run_id"], "seed": seed, "num_iterations": iters,
+                     "min_val_bpb": run["min_val_bpb"], "final_val_bpb": run.get("final_val_bpb"),
+                     "status": run["status"], "log": run["log"]})
+    append_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS, rows, key="run_id")
+    return derive_threshold(lb)
+
+
+def derive_threshold(lb: LaneB) -> dict:
+    """Read results.csv; every required seed must have an ok row with a finite min_val_bpb."""
+    by_seed = {}
+    for row in read_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS):
+        if row["status"] == "ok" and math.isfinite(float(row["min_val_bpb"] or "nan")):
+            by_seed[int(row["seed"])] = float(row["min_val_bpb"])
+    missing = [s for s in lb.lane_b["baseline_seeds"] if s not in by_seed]
+    if missing:
+        raise ExpspecError(f"{lb.path('results.csv')}: no successful baseline for required seed(s) {missing}")
+    values = [by_seed[s] for s in lb.lane_b["baseline_seeds"]]
+    threshold = statistics.median(values) + lb.lane_b["threshold_offset"]
+    record = {"target_metric": lb.lane_b["target_metric"], "threshold": threshold,
+              "median_min_val_bpb": statistics.median(values), "threshold_offset": lb.lane_b["threshold_offset"],
+              "baseline_min_val_bpb": {str(s): by_seed[s] for s in lb.lane_b["baseline_seeds"]}}
+    write_json_atomic(lb.path("threshold.json"), record)
+    lb.path("threshold.env").write_text(f"{THRESHOLD_ENV}={threshold:.6f}\n")
+    return record
+
+
+# ---- steps 1-2 ----------------------------------------------------------------------
+def step_scaling_params(lb: LaneB) -> dict:
+    from kernels.lm import build_tiny_gpt
+    from kernels.train import scaling_params
+
+    cfg = lb.lane_b
+    model = build_tiny_gpt(cfg["depth"], cfg["aspect_ratio"], cfg["head_dim"], len(lb.data.token_bytes),
+                           cfg["max_seq_len"], seed=0)
+    groups = scaling_params(model)
+    write_json_atomic(lb.path("scaling_params.json"), groups)
+    lb.path("n_scaling_params.txt").write_text(f"{groups['total']}\n")
+    return groups
+
+
+def step_stats(lb: LaneB) -> dict:
+    if lb.stats_fn is not None:
+        stats = lb.stats_fn(lb)
+    else:
+        from kernels.lane_b_stats import corpus_stats
+
+        stats = corpus_stats(lb.lane_b, lb.common, lb.split, device=lb.device, log=lb.log)
+    write_json_atomic(lb.path("stats.json"), stats)
+    return stats
+
+
+# ---- steps 3-5 ----------------------------------------------------------------------
+def step_calibrate(lb: LaneB) -> list[dict]:
+    """One separate run per calib_iters value, each with its own full LR schedule."""
+    seed = lb.common["seed"]
+    return [train_run(lb, lb.run_id(f"calib{iters}", seed), seed, num_iterations=iters)
+            for iters in lb.lane_b["calib_iters"]]
+
+
+def step_calibration_points(lb: LaneB) -> dict:
+    """D = iterations x total_batch_size, L = the run's final val_bpb (read from its log)."""
+    points, skipped = [], []
+    for iters in lb.lane_b["calib_iters"]:
+        log = lb.path("runs") / lb.run_id(f"calib{iters}", lb.common["seed"]) / "train.log"
+        parsed = parse_training_log(log)
+        final_step, final_bpb = parsed.evals[-1]
+        if parsed.failed_at_step >= 0 or final_step != iters or not math.isfinite(final_bpb):
+            skipped.append({"iters": iters, "why": f"last eval at step {final_step} = {final_bpb}"})
+            continue
+        points.append({"tokens": iters * lb.lane_b["total_batch_size"], "value": final_bpb, "iters": iters})
+    record = {"metric": lb.lane_b["target_metric"], "points": points, "skipped": skipped}
+    write_json_atomic(lb.path("calibration.json"), record)
+    lb.path("calibration.env").write_text(
+        "LANE_B_CALIB_POINTS=" + ",".join(f"{p['tokens']}:{p['value']:.6f}" for p in points) + "\n")
+    return record
+
+
+def step_infer(lb: LaneB) -> dict:
+    from kernels.lane_b_stats import alpha_gate
+    from kernels.scaling import infer_budget
+
+    cfg = lb.lane_b
+    stats = read_json(lb.path("stats.json"), "stats")
+    points = [(p["tokens"], p["value"]) for p in read_json(lb.path("calibration.json"), "calibration")["points"]]
+    n_params = int(lb.path("n_scaling_params.txt").read_text().strip())
+    alpha, alpha_ci = float(stats["alpha"]), stats.get("alpha_ci")
+    gate = alpha_gate(alpha, alpha_ci, cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_review"])
+    record = infer_budget(alpha, points, lb.threshold(), n_params, direction=cfg["direction"],
+                          alpha_min=cfg["alpha_min"], alpha_max=cfg["alpha_max"],
+                          alpha_ci=tuple(alpha_ci) if alpha_ci else None,
+                          alpha_review_accepted=gate["passed"] and bool(gate["review"]),
+                          default_ratio=cfg["default_ratio"], unreachable_factor=cfg["unreachable_factor"],
+                          confirmation_factor=cfg["confirmation_factor"])
+    record.update(alpha_gate=gate["verdict"], alpha_review=gate["review"], stats_fingerprint=stats["fingerprint"],
+                  stats_tokenizer_id=stats["tokenizer_id"], train_tokenizer_id=lb.data.tokenizer_id)
+    write_json_atomic(lb.path("infer.json"), record)
+    return record
+
+
+# ---- step 6 -------------------------------------------------------------------------
+def accepted(run: dict) -> bool:
+    """A candidate reaches the threshold: measured, or extrapolated within its horizon."""
+    if run.get("status") != "ok":
+        return False
+    method = str(run.get("time_to_target_method", ""))
+    return method == "measured" or (method.startswith("extrapolated") and bool(run.get("reached_within_horizon")))
+
+
+def planned_candidates(lb: LaneB, infer: dict) -> list[tuple[str, int, float]]:
+    """(decision, seed, ratio): inferred + confirmation per run seed, else one fallback per seed."""
+    if infer["solve_status"] == "ok":
+        return [(kind, seed, float(infer[key])) for seed in lb.lane_b["run_seeds"]
+                for kind, key in (("inferred", "inferred_target_param_data_ratio"),
+                                  ("confirmation", "confirmation_ratio"))]
+    return [("fallback", seed, lb.lane_b["default_ratio"]) for seed in lb.lane_b["run_seeds"]]
+
+
+def step_candidates(lb: LaneB) -> list[dict]:
+    infer = read_json(lb.path("infer.json"), "infer")
+    threshold = lb.threshold()
+    rows = []
+    for kind, seed, ratio in planned_candidates(lb, infer):
+        run = train_run(lb, lb.run_id(f"{kind}-r{ratio:.4g}", seed), seed, threshold=threshold,
+                        target_param_data_ratio=ratio, num_iterations=-1)
+        rows.append({"run_id": run["run_id"], "seed": seed, "lane_b_decision": kind, "ratio": ratio,
+                     "num_iterations": run.get("horizon"), "tokens": run.get("tokens_trained"),
+                     "status": run["status"], "min_val_bpb": run.get("min_val_bpb"),
+                     "final_val_bpb": run.get("final_val_bpb"),
+                     "time_to_target_sec_measured": run.get("time_to_target_sec_measured"),
+                     "time_to_target_sec_extrapolated": run.get("time_to_target_sec_extrapolated"),
+                     "time_to_target_method": run.get("time_to_target_method"),
+                     "reached_within_horizon": run.get("reached_within_horizon"), "accepted": accepted(run),
+                     "tok_per_sec_median": run.get("tok_per_sec_median"), "dt_median_ms": run.get("dt_median_ms"),
+                     "log": run["log"], "notes": run.get("notes", "")})
+    append_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS, rows, key="run_id")
+    return rows

@@ -1,0 +1,184 @@
+"""Lane B run guide, steps 7-8 and run-all: the 21-column log and the decision.
+
+Step 7 appends one row per candidate run to lane_b_inference_schema.csv (the fixed
+21 columns of kernels/results_csv.py; diagnostics go into ``notes`` as key=value).
+Step 8 decides, per seed, which candidate reached the target fastest (score = measured
+time-to-target, else the extrapolated one; lowest wins; a tie or no score at all is
+``tie_or_missing``; only accepted candidates - those that reach the threshold, measured
+or extrapolated within their own horizon - get a score: an extrapolation past the end
+of a run is a time that run never achieves), recommends the decision that won most seeds (ties broken
+inferred > confirmation > fallback) and - which the original pipeline never did -
+compares each winner with the baseline run of the same seed scored the same way.
+When neither the inferred nor the confirmation candidate is accepted for any seed,
+the decision is ``fallback`` at the default ratio and Lane B expansion stops: no
+ratio grids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from kernels.lane_b_pipeline import (CANDIDATE_COLUMNS, LaneB, RESULTS_COLUMNS, step_calibrate,
+                                     step_calibration_points, step_candidates, step_infer,
+                                     step_scaling_params, step_stats)
+from kernels.results_csv import append_rows, format_notes, read_csv_rows, utc_timestamp
+from kernels.run_cache import git_commit, read_json, write_json_atomic
+from kernels.training_log import parse_training_log
+
+DECISION_PRIORITY = ("inferred", "confirmation", "fallback")
+TIE_OR_MISSING = "tie_or_missing"
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def score(row: dict) -> float:
+    """Measured time-to-target, else the extrapolated one; nan when neither exists or
+    when the candidate was not accepted."""
+    if not _truthy(row.get("accepted")):
+        return math.nan
+    measured = _float(row.get("time_to_target_sec_measured"))
+    return measured if math.isfinite(measured) else _float(row.get("time_to_target_sec_extrapolated"))
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+# ---- step 7 -------------------------------------------------------------------------
+def step_log(lb: LaneB) -> int:
+    infer = read_json(lb.path("infer.json"), "infer")
+    n_params = int(lb.path("n_scaling_params.txt").read_text().strip())
+    commit = git_commit()
+    rows = []
+    for cand in read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS):
+        notes = {"solve_status": infer["solve_status"], "alpha_gate": infer.get("alpha_gate"),
+                 "ttt_method": cand["time_to_target_method"], "accepted": cand["accepted"],
+                 "reached_within_horizon": cand["reached_within_horizon"], "tokens": cand["tokens"],
+                 "stats_tokenizer": infer.get("stats_tokenizer_id"), "train_tokenizer": infer.get("train_tokenizer_id"),
+                 "calib_r2": infer.get("calib_fit_r2"), "log": cand["log"]}
+        if cand["notes"]:
+            notes["run_notes"] = cand["notes"]
+        rows.append({
+            "timestamp_utc": utc_timestamp(), "git_commit": commit, "run_id": cand["run_id"],
+            "seed": int(cand["seed"]), "dataset_id": lb.lane_b["dataset_id"],
+            "target_metric_name": lb.lane_b["target_metric"], "target_metric_threshold": lb.threshold(),
+            "n_scaling_params": n_params, "inferred_data_scaling_exponent": infer.get("alpha"),
+            "inferred_target_tokens": infer.get("inferred_target_tokens"),
+            "inferred_target_param_data_ratio": infer.get("inferred_target_param_data_ratio"),
+            "confirmation_ratio": infer.get("confirmation_ratio"), "chosen_ratio": _float(cand["ratio"]),
+            "lane_b_decision": cand["lane_b_decision"],
+            "time_to_target_sec_measured": _finite_or_empty(cand["time_to_target_sec_measured"]),
+            "time_to_target_sec_extrapolated": _finite_or_empty(cand["time_to_target_sec_extrapolated"]),
+            "min_val_bpb": _finite_or_empty(cand["min_val_bpb"]),
+            "tok_per_sec_median": _finite_or_empty(cand["tok_per_sec_median"]),
+            "dt_median_ms": _finite_or_empty(cand["dt_median_ms"]),
+            "status": cand["status"], "notes": format_notes(notes),
+        })
+    return append_rows(lb.path("lane_b_inference_schema.csv"), rows,
+                       skip_existing_run_ids=lb.lane_b["skip_existing_run_ids"])
+
+
+def _finite_or_empty(value):
+    number = _float(value)
+    return number if math.isfinite(number) else None
+
+
+# ---- step 8 -------------------------------------------------------------------------
+def _baseline_score(lb: LaneB, seed: int, threshold: float) -> tuple[float, str]:
+    path = lb.path("results.csv")
+    if not path.is_file():
+        return math.nan, "no results.csv"
+    for row in read_csv_rows(path, RESULTS_COLUMNS):
+        if int(row["seed"]) == seed and row["status"] == "ok":
+            ttt = parse_training_log(lb.path(row["log"])).time_to_target_for(threshold)
+            value = ttt.measured_sec if ttt.method == "measured" else ttt.extrapolated_sec
+            return value, ttt.method
+    return math.nan, "no baseline for this seed"
+
+
+def decide(candidates: list[dict], run_seeds: list[int]) -> dict:
+    """Per-seed winners, wins per decision, the recommended decision (the worksheet's rule)."""
+    per_seed = {}
+    for seed in run_seeds:
+        rows = [r for r in candidates if int(r["seed"]) == seed]
+        scored = sorted((score(r), r["lane_b_decision"]) for r in rows if math.isfinite(score(r)))
+        tie = len(scored) > 1 and scored[0][0] == scored[1][0]
+        winner = TIE_OR_MISSING if not scored or tie else scored[0][1]
+        per_seed[seed] = {"winner": winner, "winner_score_sec": scored[0][0] if scored and not tie else None,
+                          "scores_sec": {r["lane_b_decision"]: score(r) for r in rows},
+                          "accepted": {r["lane_b_decision"]: _truthy(r["accepted"]) for r in rows}}
+    wins = Counter(s["winner"] for s in per_seed.values() if s["winner"] != TIE_OR_MISSING)
+    recommended = max(wins, key=lambda d: (wins[d], -DECISION_PRIORITY.index(d))) if wins else TIE_OR_MISSING
+    return {"per_seed": per_seed, "wins": dict(wins), "recommended_decision": recommended}
+
+
+def step_summary(lb: LaneB) -> dict:
+    infer = read_json(lb.path("infer.json"), "infer")
+    threshold = lb.threshold()
+    candidates = read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS)
+    run_seeds = lb.lane_b["run_seeds"]
+    summary = decide(candidates, run_seeds)
+    inference_accepted = any(_truthy(r["accepted"]) for r in candidates
+                             if r["lane_b_decision"] in ("inferred", "confirmation"))
+    ratios = {"inferred": infer.get("inferred_target_param_data_ratio"),
+              "confirmation": infer.get("confirmation_ratio"), "fallback": lb.lane_b["default_ratio"]}
+    if infer["solve_status"] != "ok" or not inference_accepted:
+        decision = "fallback"
+        reason = (f"solve_status={infer['solve_status']}" if infer["solve_status"] != "ok" else
+                  "neither the inferred nor the confirmation candidate reached the threshold for any seed")
+        summary.update(lane_b_decision=decision, chosen_ratio=lb.lane_b["default_ratio"],
+                       expansion_stopped=True, reason=reason + ": fallback to the default ratio; "
+                       "Lane B expansion stops (no ratio grids)")
+    else:
+        decision = summary["recommended_decision"]
+        if decision == TIE_OR_MISSING:
+            decision = next(d for d in DECISION_PRIORITY if any(
+                _truthy(r["accepted"]) and r["lane_b_decision"] == d for r in candidates))
+        summary.update(lane_b_decision=decision, chosen_ratio=ratios[decision], expansion_stopped=False,
+                       reason=f"{decision} won {summary['wins'].get(decision, 0)} of {len(run_seeds)} seeds")
+    for seed, entry in summary["per_seed"].items():
+        base, method = _baseline_score(lb, seed, threshold)
+        won = entry["winner_score_sec"]
+        entry.update(baseline_score_sec=base if math.isfinite(base) else None, baseline_method=method,
+                     beat_baseline=(won < base) if won is not None and math.isfinite(base) else None)
+    summary.update(threshold=threshold, solve_status=infer["solve_status"], alpha=infer.get("alpha"),
+                   alpha_gate=infer.get("alpha_gate"), n_candidates=len(candidates))
+    summary["per_seed"] = {str(k): v for k, v in summary["per_seed"].items()}
+    write_json_atomic(lb.path("summary.json"), summary)
+    return summary
+
+
+# ---- run-all ------------------------------------------------------------------------
+def run_all(lb: LaneB, stop_when_unsolved: bool = True) -> dict:
+    """Steps 1-8 (baselines are step 0, run separately). Unsolved (solve_status != ok):
+    stop after step 5 and print the fallback command, or with ``stop_when_unsolved=False``
+    go on with one fallback run per seed at the default ratio."""
+    threshold = lb.threshold()  # fails early, naming threshold.env, when there is none
+    lb.log(f"[lane-b] threshold {threshold:.6f}")
+    step_scaling_params(lb)
+    step_stats(lb)
+    step_calibrate(lb)
+    step_calibration_points(lb)
+    infer = step_infer(lb)
+    if infer["solve_status"] != "ok" and stop_when_unsolved:
+        command = f"expspec lane-b candidates --work-dir {lb.work_dir} && expspec lane-b log --work-dir " \
+                  f"{lb.work_dir} && expspec lane-b summary --work-dir {lb.work_dir}"
+        lb.log(f"[lane-b] solve_status={infer['solve_status']}: stopping after step 5. Fallback: {command}")
+        return {"stopped_after_step": 5, "solve_status": infer["solve_status"], "fallback_command": command}
+    step_candidates(lb)
+    step_log(lb)
+    return step_summary(lb)
+
+
+def run_pipeline(lb: LaneB) -> dict:
+    """Everything, 0-8, as the smoke/hero fixtures run it (fallback runs included)."""
+    from kernels.lane_b_pipeline import step_baselines
+
+    step_baselines(lb)
+    return run_all(lb, stop_when_unsolved=False)
