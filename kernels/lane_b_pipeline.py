@@ -73,7 +73,6 @@ class LaneB:
 
     def __post_init__(self):
         self.work_dir = Path(self.work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
 
     @cached_property
     def split(self):
@@ -92,6 +91,8 @@ class LaneB:
                          tok.token_bytes, tok.id, self.split.fingerprint)
 
     def path(self, name: str) -> Path:
+        """A file of the work dir (created on first use, so a refused step leaves nothing)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir / name
 
     def run_id(self, kind: str, seed: int) -> str:
@@ -106,7 +107,7 @@ class LaneB:
         value = self.lane_b["target_threshold"]
         if math.isfinite(value):
             return float(value)
-        env = self.path("threshold.env")
+        env = self.work_dir / "threshold.env"
         if env.is_file():
             return read_env_value(env, THRESHOLD_ENV)
         raise ExpspecError(f"lane_b threshold: none set and {env} is missing: run `expspec lane-b baselines` "
