@@ -152,8 +152,8 @@ def cmd_pipeline_step(args) -> int:
         raise ExpspecError("lane-b: no work dir: pass --work-dir or set lane_b.work_dir (LANE_B_WORK_DIR)")
     lb = LaneB(cfg["lane_b"], cfg["common"], Path(work_dir), device=args.device,
                log=lambda line: print(line, flush=True))
-    write_json_atomic(lb.path(f"config.{args.step}.json"), _provenance(cfg, {}))
     result = _pipeline_steps()[args.step](lb)
+    write_json_atomic(lb.path(f"config.{args.step}.json"), _provenance(cfg, {}))  # next to what it wrote
     print(json.dumps(jsonable(result), indent=2)[:4000])
     return 0
 

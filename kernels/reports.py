@@ -37,6 +37,11 @@ class CriterionRecord:
         return Path(self.nodeid.split("::")[0]).stem.removeprefix("test_")
 
     @property
+    def review_verdict(self) -> str:
+        """'FLAGGED → ACCEPTED by NAME' (the reason is shown in the details)."""
+        return self.review.split(":", 1)[0]
+
+    @property
     def verdict(self) -> str:
         return {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}.get(
             self.outcome, self.outcome.upper())
@@ -80,13 +85,15 @@ def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict
               "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {_cell(r.name)} | {r.family} | {r.verdict} | {_cell(r.measured)} | "
-                     f"{_cell(r.required)} | {_cell(r.review)} |")
+                     f"{_cell(r.required)} | {_cell(r.review_verdict)} |")
     for r in records:
-        if not (r.values or r.artifacts or r.plots or r.message):
+        if not (r.values or r.artifacts or r.plots or r.message or r.review):
             continue
         lines += ["", f"## {r.name} — {r.verdict}", ""]
         if r.message:
             lines += [f"> {_cell(r.message)[:500]}", ""]
+        if r.review:
+            lines += [f"- review: {_cell(r.review)}"]
         lines += [f"- {k}: {v}" for k, v in r.values.items()]
         lines += [f"- artifact: [{Path(a).name}]({_rel(a, run_dir)})" for a in r.artifacts]
         lines += [f"![{Path(p).stem}]({_rel(p, run_dir)})" for p in r.plots]
@@ -110,12 +117,14 @@ def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict
     for r in records:
         out.append(f"<tr class='{r.verdict}'><td><a href='#{esc(r.nodeid)}'>{esc(r.name)}</a></td>"
                    f"<td>{esc(r.family)}</td><td>{r.verdict}</td><td>{esc(r.measured)}</td>"
-                   f"<td>{esc(r.required)}</td><td>{esc(r.review)}</td></tr>")
+                   f"<td>{esc(r.required)}</td><td>{esc(r.review_verdict)}</td></tr>")
     out.append("</table>")
     for r in records:
         out.append(f"<h2 id='{esc(r.nodeid)}'>{esc(r.name)} — {r.verdict}</h2>")
         if r.message:
             out.append(f"<pre>{esc(r.message[:2000])}</pre>")
+        if r.review:
+            out.append(f"<p><b>review:</b> {esc(r.review)}</p>")
         out.append("<ul>" + "".join(f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in r.values.items()))
         out += [f"<li>artifact: <a href='{esc(_rel(a, run_dir))}'>{esc(Path(a).name)}</a></li>"
                 for a in r.artifacts]

@@ -100,3 +100,20 @@ def test_stats_cli_empty_corpus_writes_nothing(tmp_path, capsys):
     assert main(["lane-b", "stats", "--corpus", str(tmp_path / "empty.txt"), "--out", str(out)]) == 2
     assert "empty" in capsys.readouterr().err and not out.exists()
     assert main(["config", "--set", "lane_b.nope=1"]) == 2
+
+
+def test_parse_log_cli(capsys):
+    assert main(["lane-b", "parse-log", "tests/data/nanochat_2026_bf16_mfu.log"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert parsed["evals"] and parsed["min_val_bpb"] > 0
+    assert main(["lane-b", "parse-log", "tests/data/nanochat_corrupt.log"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("expspec: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_run_all_cli_without_threshold_writes_nothing(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert main(["lane-b", "run-all", "--work-dir", str(work)]) == 2
+    assert "threshold.env is missing" in capsys.readouterr().err
+    assert not work.exists()
+    assert main(["lane-b", "summary"]) == 2 and "no work dir" in capsys.readouterr().err
