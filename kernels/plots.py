@@ -48,9 +48,13 @@ def plot_power_law(path: str | Path, x, y, *, fits: Sequence[tuple[str, object]]
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    return _finish(plt, fig, ax, path, title, xlabel, ylabel, fontsize=8)
+
+
+def _finish(plt, fig, ax, path, title: str, xlabel: str, ylabel: str, fontsize: int) -> Path:
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=fontsize)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,12 +73,5 @@ def plot_curves(path: str | Path, curves: Sequence[tuple[str, Sequence[float], S
         ax.plot(x, y, "-o", ms=2.5, lw=1.2, color=f"C{i % 10}", label=label)
     for label, value in hlines:
         ax.axhline(value, color="k", ls=":", label=label)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, xlabel, ylabel, fontsize=7)
