@@ -49,7 +49,7 @@ def cmd_stats(args) -> int:
             sets.append(f"lane_b.{key}={flag}")
     cfg = resolve_config(args.profile, sets)
     out = _check_out(args.out)
-    split = load_corpus(cfg["common"]["corpus"], cfg["common"]["val_fraction"], cfg["lane_b"]["stats_max_docs"])
+    split = load_corpus(cfg["common"]["corpus"], cfg["common"]["val_fraction"])
     stats = corpus_stats(cfg["lane_b"], cfg["common"], split, device=args.device)
     stats["provenance"] = _provenance(cfg, {"corpus": split.fingerprint})
     write_json_atomic(out, stats)

@@ -78,7 +78,7 @@ class LaneB:
     def split(self):
         from kernels.corpus import load_corpus
 
-        return load_corpus(self.common["corpus"], self.common["val_fraction"], self.lane_b["stats_max_docs"])
+        return load_corpus(self.common["corpus"], self.common["val_fraction"])
 
     @cached_property
     def data(self) -> TrainData:
@@ -150,7 +150,7 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
             "status", "steps", "horizon", "n_scaling_params", "tokens_trained", "evals", "final_val_bpb",
             "min_val_bpb", "time_to_target_sec_measured", "time_to_target_sec_extrapolated",
             "time_to_target_method", "reached_within_horizon", "tok_per_sec_median", "dt_median_ms",
-            "train_time_sec", "notes")}
+            "train_time_sec", "eval_train_times", "notes")}
     else:
         raise ExpspecError(f"lane_b.backend: expected builtin or nanochat, got {lb.lane_b['backend']!r}")
     summary.update(run_id=run_id, seed=seed, log=str((out / "train.log").relative_to(lb.work_dir)))
@@ -185,7 +185,8 @@ def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path
             "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec,
             "time_to_target_method": ttt.method, "reached_within_horizon": ttt.reached_within_horizon,
             "tok_per_sec_median": parsed.tok_per_sec_median, "dt_median_ms": parsed.dt_median_ms,
-            "train_time_sec": parsed.train_time_sec, "notes": "; ".join(parsed.notes)}
+            "train_time_sec": parsed.train_time_sec, "eval_train_times": parsed.eval_train_times,
+            "notes": "; ".join(parsed.notes)}
 
 
 # ---- step 0 -------------------------------------------------------------------------

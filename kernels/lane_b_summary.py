@@ -24,7 +24,7 @@ from kernels.lane_b_pipeline import (CANDIDATE_COLUMNS, LaneB, RESULTS_COLUMNS, 
                                      step_scaling_params, step_stats)
 from kernels.results_csv import append_rows, format_notes, read_csv_rows, utc_timestamp
 from kernels.run_cache import git_commit, read_json, write_json_atomic
-from kernels.training_log import parse_training_log
+from kernels.time_to_target import time_to_target
 
 DECISION_PRIORITY = ("inferred", "confirmation", "fallback")
 TIE_OR_MISSING = "tie_or_missing"
@@ -91,12 +91,15 @@ def _finite_or_empty(value):
 
 # ---- step 8 -------------------------------------------------------------------------
 def _baseline_score(lb: LaneB, seed: int, threshold: float) -> tuple[float, str]:
+    """The seed's baseline run scored like a candidate, from its exact eval times."""
     path = lb.path("results.csv")
     if not path.is_file():
         return math.nan, "no results.csv"
     for row in read_csv_rows(path, RESULTS_COLUMNS):
         if int(row["seed"]) == seed and row["status"] == "ok":
-            ttt = parse_training_log(lb.path(row["log"])).time_to_target_for(threshold)
+            run = read_json(lb.path("runs") / row["run_id"] / "run.json", "run summary")
+            ttt = time_to_target(run["evals"], run["eval_train_times"], threshold, run["horizon"],
+                                 run["dt_median_ms"] / 1000)
             value = ttt.measured_sec if ttt.method == "measured" else ttt.extrapolated_sec
             return value, ttt.method
     return math.nan, "no baseline for this seed"

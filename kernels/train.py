@@ -67,6 +67,7 @@ class TrainResult:
     grad_accum_steps: int = 1
     world_size: int = 1
     train_losses: list = field(default_factory=list)  # global-batch mean loss per step
+    eval_train_times: list = field(default_factory=list)  # training seconds at each eval (exact)
     notes: str = ""
     log_path: str = ""
     checkpoint_path: str = ""
@@ -317,7 +318,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         mfu = 100 * flops_per_token * cfg.total_batch_size / dt / (peak * world)
         say(f"step {step:05d}/{T:05d} ({100 * step / T:.2f}%) | loss: {smooth / (1 - 0.9 ** (step + 1)):.6f} "
             f"| lrm: {lrm:.2f} | dt: {dt * 1000:.2f}ms | tok/sec: {int(tps[-1]):,} | mfu: {mfu:.2f} "
-            f"| total time: {train_time / 60:.4f}m")
+            f"| total time: {train_time / 60:.2f}m")
         step += 1
 
     tok_med, dt_med = step_time_medians(dts, tps)
@@ -346,7 +347,8 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         time_to_target_sec_measured=ttt.measured_sec, time_to_target_sec_extrapolated=ttt.extrapolated_sec,
         time_to_target_method=ttt.method, reached_within_horizon=ttt.reached_within_horizon,
         tok_per_sec_median=tok_med, dt_median_ms=dt_med, train_time_sec=train_time,
-        grad_accum_steps=grad_accum, world_size=world, train_losses=losses, notes="; ".join(notes),
+        grad_accum_steps=grad_accum, world_size=world, train_losses=losses, eval_train_times=list(eval_times),
+        notes="; ".join(notes),
         log_path=str(out_dir / "train.log") if master and out_dir is not None else "",
         checkpoint_path=checkpoint_path)
     return (result, model.eval()) if return_model else result
