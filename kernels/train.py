@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from kernels.errors import ExpspecError
 from kernels.loss_eval import evaluate_bpb, token_windows
@@ -263,6 +264,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
 
     status, checkpoint_path = "ok", ""
     evaluated = {s for s, _ in evals}
+    bar = tqdm(total=T, initial=step, desc="train", disable=None if master else True, leave=False)
     while True:
         last = step == T
         due = step == 0 or last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
@@ -320,6 +322,8 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
             f"| lrm: {lrm:.2f} | dt: {dt * 1000:.2f}ms | tok/sec: {int(tps[-1]):,} | mfu: {mfu:.2f} "
             f"| total time: {train_time / 60:.2f}m")
         step += 1
+        bar.update(1)
+    bar.close()
 
     tok_med, dt_med = step_time_medians(dts, tps)
     ttt = time_to_target(evals, eval_times, cfg.target_threshold, T, dt_med / 1000)
