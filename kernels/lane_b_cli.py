@@ -58,62 +58,34 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def read_calibration(path: str) -> list[tuple[float, float]]:
-    """calibration.json: {"points": [{"tokens": D, "value": L}, ...]}."""
-    data = read_json(path, "calibration")
-    points = data.get("points") if isinstance(data, dict) else None
-    if not isinstance(points, list):
-        raise ExpspecError(f"calibration {path}: expected {{\"points\": [{{\"tokens\": D, \"value\": L}}, ...]}}")
-    out = []
-    for i, point in enumerate(points):
-        try:
-            out.append((float(point["tokens"]), float(point["value"])))
-        except (KeyError, TypeError, ValueError):
-            raise ExpspecError(f"calibration {path}: points[{i}] needs numeric 'tokens' and 'value', "
-                               f"got {point!r}") from None
-    return out
-
-
 def cmd_infer(args) -> int:
-    from kernels.lane_b_stats import alpha_gate
-    from kernels.scaling import infer_budget
+    from kernels.lane_b_pipeline import infer_record, read_calibration_points, read_stats_alpha
 
     cfg = resolve_config(args.profile, args.set)
     lane_b = cfg["lane_b"]
     out = _check_out(args.out)
-    points = read_calibration(args.calibration)
+    points = read_calibration_points(args.calibration)
     inputs = {"calibration": file_fingerprint(args.calibration)}
     if args.stats:
-        stats = read_json(args.stats, "stats")
-        try:
-            alpha = float(stats["alpha"])
-        except (KeyError, TypeError, ValueError):
-            raise ExpspecError(f"stats {args.stats}: no numeric 'alpha' field") from None
-        alpha_ci = stats.get("alpha_ci")
-        inputs["stats"] = file_fingerprint(args.stats)
-        inputs["stats_fingerprint"] = str(stats.get("fingerprint", ""))
+        alpha, alpha_ci, stats = read_stats_alpha(args.stats)
+        inputs.update(stats=file_fingerprint(args.stats), stats_fingerprint=str(stats.get("fingerprint", "")))
     else:
         alpha, alpha_ci = args.alpha, None
     if args.alpha_range:
         try:
             lo, hi = (float(v) for v in args.alpha_range.split(","))
         except ValueError:
-            raise ExpspecError(f"--alpha-range {args.alpha_range!r}: expected MIN,MAX") from None
+            lo = hi = math.nan
+        if not lo < hi:
+            raise ExpspecError(f"--alpha-range {args.alpha_range!r}: expected MIN,MAX with MIN < MAX")
         lane_b["alpha_min"], lane_b["alpha_max"] = lo, hi
     threshold = args.threshold if args.threshold is not None else lane_b["target_threshold"]
     if not math.isfinite(threshold):
         raise ExpspecError("infer: no threshold: pass --threshold or set lane_b.target_threshold "
                            "(LANE_B_TARGET_THRESHOLD from threshold.env)")
-    if args.n_scaling_params <= 0:
+    if not (math.isfinite(args.n_scaling_params) and args.n_scaling_params > 0):
         raise ExpspecError(f"--n-scaling-params: expected a positive count, got {args.n_scaling_params}")
-    gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"])
-    record = infer_budget(alpha, points, threshold, args.n_scaling_params, direction=args.direction,
-                          alpha_min=lane_b["alpha_min"], alpha_max=lane_b["alpha_max"],
-                          alpha_ci=tuple(alpha_ci) if alpha_ci else None,
-                          alpha_review_accepted=gate["passed"] and bool(gate["review"]),
-                          default_ratio=lane_b["default_ratio"], unreachable_factor=lane_b["unreachable_factor"],
-                          confirmation_factor=lane_b["confirmation_factor"])
-    record["alpha_gate"] = gate["verdict"]
+    record = infer_record(lane_b, alpha, alpha_ci, points, threshold, args.n_scaling_params, args.direction)
     record["provenance"] = _provenance(cfg, inputs)
     write_json_atomic(out, record)
     print(f"wrote {out}: solve_status={record['solve_status']} "
@@ -154,7 +126,7 @@ def cmd_pipeline_step(args) -> int:
                log=lambda line: print(line, flush=True))
     result = _pipeline_steps()[args.step](lb)
     write_json_atomic(lb.path(f"config.{args.step}.json"), _provenance(cfg, {}))  # next to what it wrote
-    print(json.dumps(jsonable(result), indent=2)[:4000])
+    print(json.dumps(jsonable(result), indent=2))
     return 0
 
 

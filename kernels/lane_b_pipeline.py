@@ -39,7 +39,7 @@ import numpy as np
 
 from kernels.errors import ExpspecError
 from kernels.results_csv import append_csv_rows, read_csv_rows
-from kernels.run_cache import read_json, write_json_atomic
+from kernels.run_cache import read_json, write_json_atomic, write_text_atomic
 from kernels.training_log import parse_training_log
 
 RESULTS_COLUMNS = ("run_id", "seed", "num_iterations", "min_val_bpb", "final_val_bpb", "status", "log")
@@ -96,10 +96,16 @@ class LaneB:
         return self.work_dir / name
 
     def run_id(self, kind: str, seed: int) -> str:
-        """Stable per (config, kind, seed): re-running the same config skips logged rows."""
-        knobs = {k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "depth", "aspect_ratio", "head_dim",
-                                              "max_seq_len", "total_batch_size", "learning_rate")}
-        digest = hashlib.sha256(json.dumps([knobs, self.common["corpus"]], sort_keys=True).encode())
+        """Stable per (training recipe, kind, seed): a run of the same recipe is reused and its
+        rows are skipped; any recipe change (LR shape, eval set, backend, corpus...) is a new id.
+        ``kind`` carries what varies per run (iterations or ratio)."""
+        recipe = _train_config(self, seed=0).to_dict()
+        for varies in ("seed", "device", "resume_from", "checkpoint_every", "num_iterations",
+                       "target_param_data_ratio", "target_threshold"):
+            recipe.pop(varies)
+        recipe.update({k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "backend", "nanochat_command")})
+        recipe.update(corpus=self.common["corpus"], val_fraction=self.common["val_fraction"])
+        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
         return f"laneb-{self.lane_b['dataset_id']}-d{self.lane_b['depth']}-{kind}-s{seed}-{digest.hexdigest()[:8]}"
 
     def threshold(self) -> float:
@@ -171,16 +177,23 @@ def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path
         raise ExpspecError(f"lane_b.nanochat_command: unknown placeholder {exc} "
                            f"(known: {', '.join(fields)})") from None
     lb.log(f"[lane-b] nanochat {run_id}: {command}")
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ExpspecError(f"lane_b.nanochat_command: cannot split {command!r} ({exc})") from None
     with open(out / "train.log", "w", encoding="utf-8") as handle:
-        proc = subprocess.run(shlex.split(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.run(argv, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise ExpspecError(f"lane_b.nanochat_command: cannot run {argv[0]!r} ({exc})") from None
     if proc.returncode != 0:
-        return {"status": "failed", "notes": f"nanochat exited {proc.returncode}", "evals": [],
-                "min_val_bpb": float("nan"), "time_to_target_method": "failed"}
+        raise ExpspecError(f"nanochat run {run_id} exited {proc.returncode}; its log is {out / 'train.log'}")
     parsed = parse_training_log(out / "train.log")
     ttt = parsed.time_to_target_for(threshold)
-    return {"status": "ok" if parsed.failed_at_step < 0 else "failed", "steps": parsed.last_step,
+    steps = parsed.last_step + 1  # step lines count from 0
+    return {"status": "ok" if parsed.failed_at_step < 0 else "failed", "steps": steps,
             "horizon": parsed.num_iterations, "n_scaling_params": parsed.n_scaling_params,
-            "tokens_trained": parsed.last_step * parsed.total_batch_size, "evals": parsed.evals,
+            "tokens_trained": steps * parsed.total_batch_size, "evals": parsed.evals,
             "final_val_bpb": parsed.evals[-1][1], "min_val_bpb": parsed.min_val_bpb,
             "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec,
             "time_to_target_method": ttt.method, "reached_within_horizon": ttt.reached_within_horizon,
@@ -196,7 +209,7 @@ def step_baselines(lb: LaneB) -> dict:
     iters = lb.lane_b["baseline_num_iterations"]
     rows = []
     for seed in seeds:
-        run = train_run(lb, lb.run_id(f"baseline{iters}", seed), seed, num_iterations=iters)
+        run = train_run(lb, baseline_id(lb, seed), seed, num_iterations=iters)
         rows.append({"run_id": run["run_id"], "seed": seed, "num_iterations": iters,
                      "min_val_bpb": run["min_val_bpb"], "final_val_bpb": run.get("final_val_bpb"),
                      "status": run["status"], "log": run["log"]})
@@ -204,11 +217,16 @@ def step_baselines(lb: LaneB) -> dict:
     return derive_threshold(lb)
 
 
+def baseline_id(lb: LaneB, seed: int) -> str:
+    return lb.run_id(f"baseline{lb.lane_b['baseline_num_iterations']}", seed)
+
+
 def derive_threshold(lb: LaneB) -> dict:
     """Read results.csv; every required seed must have an ok row with a finite min_val_bpb."""
     by_seed = {}
+    current = {baseline_id(lb, seed) for seed in lb.lane_b["baseline_seeds"]}
     for row in read_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS):
-        if row["status"] == "ok" and math.isfinite(float(row["min_val_bpb"] or "nan")):
+        if row["run_id"] in current and row["status"] == "ok" and math.isfinite(float(row["min_val_bpb"] or "nan")):
             by_seed[int(row["seed"])] = float(row["min_val_bpb"])
     missing = [s for s in lb.lane_b["baseline_seeds"] if s not in by_seed]
     if missing:
@@ -219,22 +237,26 @@ def derive_threshold(lb: LaneB) -> dict:
               "median_min_val_bpb": statistics.median(values), "threshold_offset": lb.lane_b["threshold_offset"],
               "baseline_min_val_bpb": {str(s): by_seed[s] for s in lb.lane_b["baseline_seeds"]}}
     write_json_atomic(lb.path("threshold.json"), record)
-    lb.path("threshold.env").write_text(f"{THRESHOLD_ENV}={threshold:.6f}\n")
+    write_text_atomic(lb.path("threshold.env"), f"{THRESHOLD_ENV}={threshold:.6f}\n")
     return record
 
 
 # ---- steps 1-2 ----------------------------------------------------------------------
 def step_scaling_params(lb: LaneB) -> dict:
-    from kernels.lm import build_tiny_gpt
-    from kernels.train import scaling_params
+    from kernels.train import build_model, scaling_params
 
-    cfg = lb.lane_b
-    model = build_tiny_gpt(cfg["depth"], cfg["aspect_ratio"], cfg["head_dim"], len(lb.data.token_bytes),
-                           cfg["max_seq_len"], seed=0)
-    groups = scaling_params(model)
+    groups = scaling_params(build_model(_train_config(lb, seed=0), len(lb.data.token_bytes)))
     write_json_atomic(lb.path("scaling_params.json"), groups)
-    lb.path("n_scaling_params.txt").write_text(f"{groups['total']}\n")
+    write_text_atomic(lb.path("n_scaling_params.txt"), f"{groups['total']}\n")
     return groups
+
+
+def read_n_scaling_params(lb: LaneB) -> int:
+    path = lb.work_dir / "n_scaling_params.txt"
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        raise ExpspecError(f"{path}: expected one integer (run `expspec lane-b scaling-params` first)") from None
 
 
 def step_stats(lb: LaneB) -> dict:
@@ -261,7 +283,11 @@ def step_calibration_points(lb: LaneB) -> dict:
     points, skipped = [], []
     for iters in lb.lane_b["calib_iters"]:
         log = lb.path("runs") / lb.run_id(f"calib{iters}", lb.common["seed"]) / "train.log"
-        parsed = parse_training_log(log)
+        try:
+            parsed = parse_training_log(log)
+        except ExpspecError as err:
+            skipped.append({"iters": iters, "why": str(err)})
+            continue
         final_step, final_bpb = parsed.evals[-1]
         if parsed.failed_at_step >= 0 or final_step != iters or not math.isfinite(final_bpb):
             skipped.append({"iters": iters, "why": f"last eval at step {final_step} = {final_bpb}"})
@@ -269,29 +295,60 @@ def step_calibration_points(lb: LaneB) -> dict:
         points.append({"tokens": iters * lb.lane_b["total_batch_size"], "value": final_bpb, "iters": iters})
     record = {"metric": lb.lane_b["target_metric"], "points": points, "skipped": skipped}
     write_json_atomic(lb.path("calibration.json"), record)
-    lb.path("calibration.env").write_text(
-        "LANE_B_CALIB_POINTS=" + ",".join(f"{p['tokens']}:{p['value']:.6f}" for p in points) + "\n")
+    write_text_atomic(lb.path("calibration.env"),
+                      "LANE_B_CALIB_POINTS=" + ",".join(f"{p['tokens']}:{p['value']:.6f}" for p in points) + "\n")
+    return record
+
+
+def read_calibration_points(path: str | Path) -> list[tuple[float, float]]:
+    """calibration.json: {"points": [{"tokens": D, "value": L}, ...]} -> [(D, L), ...]."""
+    data = read_json(path, "calibration")
+    points = data.get("points") if isinstance(data, dict) else None
+    if not isinstance(points, list):
+        raise ExpspecError(f"calibration {path}: expected {{\"points\": [{{\"tokens\": D, \"value\": L}}, ...]}}")
+    out = []
+    for i, point in enumerate(points):
+        try:
+            out.append((float(point["tokens"]), float(point["value"])))
+        except (KeyError, TypeError, ValueError):
+            raise ExpspecError(f"calibration {path}: points[{i}] needs numeric 'tokens' and 'value', "
+                               f"got {point!r}") from None
+    return out
+
+
+def read_stats_alpha(path: str | Path) -> tuple[float, tuple | None, dict]:
+    stats = read_json(path, "stats")
+    try:
+        alpha = float(stats["alpha"])
+    except (KeyError, TypeError, ValueError):
+        raise ExpspecError(f"stats {path}: no numeric 'alpha' field") from None
+    ci = stats.get("alpha_ci")
+    return alpha, tuple(ci) if ci else None, stats
+
+
+def infer_record(lane_b: dict, alpha: float, alpha_ci, points, threshold: float, n_params: float,
+                 direction: str) -> dict:
+    """The gate (with its review hatch) then infer_budget: the infer.json record."""
+    from kernels.lane_b_stats import alpha_gate
+    from kernels.scaling import infer_budget
+
+    gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"])
+    record = infer_budget(alpha, points, threshold, n_params, direction=direction,
+                          alpha_min=lane_b["alpha_min"], alpha_max=lane_b["alpha_max"], alpha_ci=alpha_ci,
+                          alpha_review_accepted=gate["passed"] and bool(gate["review"]),
+                          default_ratio=lane_b["default_ratio"], unreachable_factor=lane_b["unreachable_factor"],
+                          confirmation_factor=lane_b["confirmation_factor"])
+    record.update(alpha_gate=gate["verdict"], alpha_review=gate["review"])
     return record
 
 
 def step_infer(lb: LaneB) -> dict:
-    from kernels.lane_b_stats import alpha_gate
-    from kernels.scaling import infer_budget
-
-    cfg = lb.lane_b
-    stats = read_json(lb.path("stats.json"), "stats")
-    points = [(p["tokens"], p["value"]) for p in read_json(lb.path("calibration.json"), "calibration")["points"]]
-    n_params = int(lb.path("n_scaling_params.txt").read_text().strip())
-    alpha, alpha_ci = float(stats["alpha"]), stats.get("alpha_ci")
-    gate = alpha_gate(alpha, alpha_ci, cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_review"])
-    record = infer_budget(alpha, points, lb.threshold(), n_params, direction=cfg["direction"],
-                          alpha_min=cfg["alpha_min"], alpha_max=cfg["alpha_max"],
-                          alpha_ci=tuple(alpha_ci) if alpha_ci else None,
-                          alpha_review_accepted=gate["passed"] and bool(gate["review"]),
-                          default_ratio=cfg["default_ratio"], unreachable_factor=cfg["unreachable_factor"],
-                          confirmation_factor=cfg["confirmation_factor"])
-    record.update(alpha_gate=gate["verdict"], alpha_review=gate["review"], stats_fingerprint=stats["fingerprint"],
-                  stats_tokenizer_id=stats["tokenizer_id"], train_tokenizer_id=lb.data.tokenizer_id)
+    alpha, alpha_ci, stats = read_stats_alpha(lb.path("stats.json"))
+    points = read_calibration_points(lb.path("calibration.json"))
+    record = infer_record(lb.lane_b, alpha, alpha_ci, points, lb.threshold(), read_n_scaling_params(lb),
+                          lb.lane_b["direction"])
+    record.update(stats_fingerprint=stats.get("fingerprint"), stats_tokenizer_id=stats.get("tokenizer_id"),
+                  train_tokenizer_id=lb.data.tokenizer_id)
     write_json_atomic(lb.path("infer.json"), record)
     return record
 
@@ -305,21 +362,30 @@ def accepted(run: dict) -> bool:
     return method == "measured" or (method.startswith("extrapolated") and bool(run.get("reached_within_horizon")))
 
 
-def planned_candidates(lb: LaneB, infer: dict) -> list[tuple[str, int, float]]:
-    """(decision, seed, ratio): inferred + confirmation per run seed, else one fallback per seed."""
+def planned_candidates(lb: LaneB, infer: dict) -> list[tuple[str, int, float, str]]:
+    """(decision, seed, ratio, run_id): inferred + confirmation per run seed, else one
+    fallback per seed."""
     if infer["solve_status"] == "ok":
-        return [(kind, seed, float(infer[key])) for seed in lb.lane_b["run_seeds"]
+        plan = [(kind, seed, float(infer[key])) for seed in lb.lane_b["run_seeds"]
                 for kind, key in (("inferred", "inferred_target_param_data_ratio"),
                                   ("confirmation", "confirmation_ratio"))]
-    return [("fallback", seed, lb.lane_b["default_ratio"]) for seed in lb.lane_b["run_seeds"]]
+    else:
+        plan = [("fallback", seed, lb.lane_b["default_ratio"]) for seed in lb.lane_b["run_seeds"]]
+    return [(kind, seed, ratio, lb.run_id(f"{kind}-r{ratio:.4g}", seed)) for kind, seed, ratio in plan]
+
+
+def current_candidates(lb: LaneB, infer: dict) -> list[dict]:
+    """The candidate_runs.csv rows of this infer.json's plan (older configs' rows stay, unread)."""
+    ids = {run_id for *_, run_id in planned_candidates(lb, infer)}
+    return [r for r in read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS) if r["run_id"] in ids]
 
 
 def step_candidates(lb: LaneB) -> list[dict]:
     infer = read_json(lb.path("infer.json"), "infer")
     threshold = lb.threshold()
     rows = []
-    for kind, seed, ratio in planned_candidates(lb, infer):
-        run = train_run(lb, lb.run_id(f"{kind}-r{ratio:.4g}", seed), seed, threshold=threshold,
+    for kind, seed, ratio, run_id in planned_candidates(lb, infer):
+        run = train_run(lb, run_id, seed, threshold=threshold,
                         target_param_data_ratio=ratio, num_iterations=-1)
         rows.append({"run_id": run["run_id"], "seed": seed, "lane_b_decision": kind, "ratio": ratio,
                      "num_iterations": run.get("horizon"), "tokens": run.get("tokens_trained"),

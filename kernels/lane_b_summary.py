@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from kernels.lane_b_pipeline import (CANDIDATE_COLUMNS, LaneB, RESULTS_COLUMNS, step_calibrate,
-                                     step_calibration_points, step_candidates, step_infer,
+from kernels.lane_b_pipeline import (LaneB, accepted, baseline_id, current_candidates, read_n_scaling_params,
+                                     step_calibrate, step_calibration_points, step_candidates, step_infer,
                                      step_scaling_params, step_stats)
-from kernels.results_csv import append_rows, format_notes, read_csv_rows, utc_timestamp
+from kernels.results_csv import append_rows, format_notes, utc_timestamp
 from kernels.run_cache import git_commit, read_json, write_json_atomic
 from kernels.time_to_target import time_to_target
 
@@ -53,10 +53,10 @@ def _truthy(value) -> bool:
 # ---- step 7 -------------------------------------------------------------------------
 def step_log(lb: LaneB) -> int:
     infer = read_json(lb.path("infer.json"), "infer")
-    n_params = int(lb.path("n_scaling_params.txt").read_text().strip())
-    commit = git_commit()
+    n_params = read_n_scaling_params(lb)
+    commit, threshold = git_commit(), lb.threshold()
     rows = []
-    for cand in read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS):
+    for cand in current_candidates(lb, infer):
         notes = {"solve_status": infer["solve_status"], "alpha_gate": infer.get("alpha_gate"),
                  "ttt_method": cand["time_to_target_method"], "accepted": cand["accepted"],
                  "reached_within_horizon": cand["reached_within_horizon"], "tokens": cand["tokens"],
@@ -67,7 +67,7 @@ def step_log(lb: LaneB) -> int:
         rows.append({
             "timestamp_utc": utc_timestamp(), "git_commit": commit, "run_id": cand["run_id"],
             "seed": int(cand["seed"]), "dataset_id": lb.lane_b["dataset_id"],
-            "target_metric_name": lb.lane_b["target_metric"], "target_metric_threshold": lb.threshold(),
+            "target_metric_name": lb.lane_b["target_metric"], "target_metric_threshold": threshold,
             "n_scaling_params": n_params, "inferred_data_scaling_exponent": infer.get("alpha"),
             "inferred_target_tokens": infer.get("inferred_target_tokens"),
             "inferred_target_param_data_ratio": infer.get("inferred_target_param_data_ratio"),
@@ -91,18 +91,17 @@ def _finite_or_empty(value):
 
 # ---- step 8 -------------------------------------------------------------------------
 def _baseline_score(lb: LaneB, seed: int, threshold: float) -> tuple[float, str]:
-    """The seed's baseline run scored like a candidate, from its exact eval times."""
-    path = lb.path("results.csv")
+    """The seed's baseline run (this recipe's) scored exactly like a candidate."""
+    path = lb.work_dir / "runs" / baseline_id(lb, seed) / "run.json"
     if not path.is_file():
-        return math.nan, "no results.csv"
-    for row in read_csv_rows(path, RESULTS_COLUMNS):
-        if int(row["seed"]) == seed and row["status"] == "ok":
-            run = read_json(lb.path("runs") / row["run_id"] / "run.json", "run summary")
-            ttt = time_to_target(run["evals"], run["eval_train_times"], threshold, run["horizon"],
-                                 run["dt_median_ms"] / 1000)
-            value = ttt.measured_sec if ttt.method == "measured" else ttt.extrapolated_sec
-            return value, ttt.method
-    return math.nan, "no baseline for this seed"
+        return math.nan, "no baseline run for this seed"
+    run = read_json(path, "run summary")
+    ttt = time_to_target(run["evals"], run["eval_train_times"], threshold, run["horizon"],
+                         _float(run["dt_median_ms"]) / 1000)
+    row = {"status": run["status"], "time_to_target_method": ttt.method,
+           "reached_within_horizon": ttt.reached_within_horizon,
+           "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec}
+    return score(dict(row, accepted=accepted(row))), ttt.method
 
 
 def decide(candidates: list[dict], run_seeds: list[int]) -> dict:
@@ -124,7 +123,7 @@ def decide(candidates: list[dict], run_seeds: list[int]) -> dict:
 def step_summary(lb: LaneB) -> dict:
     infer = read_json(lb.path("infer.json"), "infer")
     threshold = lb.threshold()
-    candidates = read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS)
+    candidates = current_candidates(lb, infer)
     run_seeds = lb.lane_b["run_seeds"]
     summary = decide(candidates, run_seeds)
     inference_accepted = any(_truthy(r["accepted"]) for r in candidates

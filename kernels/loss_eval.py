@@ -56,7 +56,7 @@ def evaluate_bpb(model, val_tokens: np.ndarray, token_bytes, seq_len: int, batch
                 logits = model(input_ids=x).logits
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
             b = token_bytes[y.flatten()]
-            nats += (loss * (b > 0)).sum(dtype=torch.float64)
+            nats += torch.where(b > 0, loss, torch.zeros_like(loss)).sum(dtype=torch.float64)
             n_bytes += b.sum()
     model.train(was_training)
     if n_bytes.item() == 0:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from kernels.errors import ExpspecError
+from kernels.run_cache import write_text_atomic
 
 COLUMNS = (
     "timestamp_utc", "git_commit", "run_id", "seed", "dataset_id", "target_metric_name",
@@ -92,20 +91,6 @@ def _check_header(path: Path, found: Sequence[str], columns: Sequence[str]) -> N
             )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
                     key: str | None = None, skip_existing: bool = True) -> int:
     """Append dict rows under ``columns``; returns the number written.
@@ -155,7 +140,7 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
         elif not text.endswith("\n"):
             text += "\n"
         writer.writerows(new)
-        _write_atomic(path, text + buf.getvalue())
+        write_text_atomic(path, text + buf.getvalue())
     return len(new)
 
 

@@ -53,8 +53,18 @@ class TimeToTarget:
     reached_within_horizon: bool = False
     fit: dict = field(default_factory=dict)  # the fitted curve, for the report
 
+    @property
+    def seconds(self) -> float:
+        """The time-to-target: measured when reached, else the extrapolated one."""
+        return self.measured_sec if self.method == "measured" else self.extrapolated_sec
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def finite_min(values) -> float:
+    """min over the finite values (a NaN eval must not poison min_val_bpb); nan if none."""
+    return min((v for v in values if math.isfinite(v)), default=math.nan)
 
 
 def _reached(value: float, threshold: float, lower_is_better: bool) -> bool:
@@ -120,6 +130,8 @@ def time_to_target(evals: Sequence[tuple[int, float]], train_time_at_eval: Seque
     if not math.isfinite(crossing):
         return TimeToTarget("unreachable", extrapolated_sec=math.inf, crossing_step=math.inf,
                             fit=info)
+    # The evals up to the last one did not reach the threshold: a fitted crossing at or
+    # before that step contradicts the data, so it cannot count as reached in time.
     return TimeToTarget(f"extrapolated:{fit}", extrapolated_sec=crossing * sec_per_step,
-                        crossing_step=crossing, reached_within_horizon=crossing <= horizon,
+                        crossing_step=crossing, reached_within_horizon=points[-1][0] < crossing <= horizon,
                         fit=info)

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from kernels.errors import ExpspecError
 from kernels.loss_eval import evaluate_bpb, token_windows
 from kernels.lr_schedule import lr_multiplier
-from kernels.time_to_target import WARMUP_STEPS_EXCLUDED, step_time_medians, time_to_target
+from kernels.time_to_target import WARMUP_STEPS_EXCLUDED, finite_min, step_time_medians, time_to_target
+from kernels.run_cache import read_json, write_json_atomic
 from kernels.train_config import TrainConfig, horizon
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
@@ -106,7 +107,7 @@ def batch_starts(n_tokens: int, seq_len: int, n_rows: int, seed: int, step: int)
     return np.random.default_rng([seed, step]).integers(0, n_tokens - seq_len, size=n_rows)
 
 
-def _build_model(cfg: TrainConfig, vocab_size: int):
+def build_model(cfg: TrainConfig, vocab_size: int):
     import torch
 
     if cfg.model == "tiny_gpt":
@@ -201,7 +202,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
                 log_file.write(line + "\n")
                 log_file.flush()
 
-    model = _build_model(cfg, vocab_size).to(device)
+    model = build_model(cfg, vocab_size).to(device)
     groups = scaling_params(model)
     n_scaling = groups["total"]
     T = horizon(cfg, n_scaling)
@@ -331,8 +332,8 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         checkpoint_path = checkpoint(out_dir / "checkpoint.pt")
     say(f"Total training time: {train_time / 60:.2f}m")
     if evals:
-        say(f"Minimum validation bpb: {min(v for _, v in evals):.6f}")
-    minutes = {"measured": ttt.measured_sec}.get(ttt.method, ttt.extrapolated_sec) / 60
+        say(f"Minimum validation bpb: {finite_min(v for _, v in evals):.6f}")
+    minutes = ttt.seconds / 60
     shown = f"{minutes:.4f}m" if math.isfinite(minutes) else ("inf" if minutes > 0 else "n/a")
     say(f"Time-to-target ({cfg.target_metric}): {shown} | method: {ttt.method} | threshold: "
         f"{cfg.target_threshold:.6f} | step: {ttt.crossing_step:.1f} | within horizon: "
@@ -347,7 +348,7 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
         status=status, steps=step, horizon=T, n_scaling_params=n_scaling, scaling_params=groups,
         tokens_trained=step * cfg.total_batch_size, evals=list(evals),
         final_val_bpb=evals[-1][1] if evals else math.nan,
-        min_val_bpb=min((v for _, v in evals), default=math.nan),
+        min_val_bpb=finite_min(v for _, v in evals),
         time_to_target_sec_measured=ttt.measured_sec, time_to_target_sec_extrapolated=ttt.extrapolated_sec,
         time_to_target_method=ttt.method, reached_within_horizon=ttt.reached_within_horizon,
         tok_per_sec_median=tok_med, dt_median_ms=dt_med, train_time_sec=train_time,
@@ -375,19 +376,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        cfg = TrainConfig.from_dict(json.loads(Path(args.config).read_text()), where=f"config {args.config}")
-        with np.load(args.data) as data:
-            missing = {"train", "val", "token_bytes"} - set(data.files)
-            if missing:
-                raise ExpspecError(f"data {args.data}: missing arrays {sorted(missing)}")
-            train_tokens, val_tokens, token_bytes = data["train"], data["val"], data["token_bytes"]
+        config = read_json(args.config, "config")
+        if not isinstance(config, dict):
+            raise ExpspecError(f"config {args.config}: expected a JSON object of TrainConfig fields")
+        cfg = TrainConfig.from_dict(config, where=f"config {args.config}")
+        try:
+            with np.load(args.data) as data:
+                missing = {"train", "val", "token_bytes"} - set(data.files)
+                if missing:
+                    raise ExpspecError(f"data {args.data}: missing arrays {sorted(missing)}")
+                train_tokens, val_tokens, token_bytes = data["train"], data["val"], data["token_bytes"]
+        except (OSError, ValueError) as exc:
+            raise ExpspecError(f"data {args.data}: not a readable .npz ({exc})") from None
         result = train(cfg, train_tokens, val_tokens, token_bytes, out_dir=args.out_dir)
     except ExpspecError as err:
         print(f"error: {err}")
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        path = Path(args.out_dir) / "result.json"
-        path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=True))
+        write_json_atomic(Path(args.out_dir) / "result.json", result.to_dict())
     return 0 if result.status == "ok" else 1
 
 

@@ -84,8 +84,9 @@ class TrainConfig:
                      "total_batch_size", "eval_tokens"):
             need(getattr(self, name) >= 1, name, "an int >= 1")
         need(self.eval_tokens > self.max_seq_len, "eval_tokens", f"> max_seq_len ({self.max_seq_len})")
-        need(self.num_iterations > 0 or self.target_param_data_ratio > 0, "target_param_data_ratio",
-             "> 0 when num_iterations <= 0")
+        need(self.num_iterations > 0 or 0 < self.target_param_data_ratio < math.inf, "target_param_data_ratio",
+             "finite and > 0 when num_iterations <= 0")
+        need(self.seed >= 0, "seed", ">= 0")
         need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate", "finite and > 0")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
         for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):

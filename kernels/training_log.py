@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kernels.errors import ExpspecError
-from kernels.time_to_target import TimeToTarget, step_time_medians, time_to_target
+from kernels.time_to_target import TimeToTarget, finite_min, step_time_medians, time_to_target
 
 STEP_RE = re.compile(r"^step (\d{5,})(?:/(\d+))?(?= |$)(.*)$")
 EVAL_RE = re.compile(r"^Step (\d+) \| Validation bpb: ([-+\w.]+)\s*$")
@@ -195,7 +195,7 @@ def parse_training_log(path: str | Path) -> TrainingLog:
         times.append(done[-1] if done else 0.0)
     tok_med, dt_med = step_time_medians([s[1] for s in steps], [s[2] for s in steps])
     if minimum is None:
-        source, minimum = "evals", min(v for _, v in evals)
+        source, minimum = "evals", finite_min(v for _, v in evals)
     else:
         source = "line"
     return TrainingLog(

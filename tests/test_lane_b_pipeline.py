@@ -94,15 +94,17 @@ def test_nan_loss_runs_are_logged_as_failed(tmp_path, corpus_file):
 
 def test_threshold_needs_every_required_seed(tmp_path, corpus_file):
     lb = lane(tmp_path, corpus_file)
-    from kernels.lane_b_pipeline import RESULTS_COLUMNS
+    from kernels.lane_b_pipeline import RESULTS_COLUMNS, baseline_id
+
+    def row(seed, value, run_id=None):
+        return {"run_id": run_id or baseline_id(lb, seed), "seed": seed, "num_iterations": 30,
+                "min_val_bpb": value, "status": "ok"}
 
     append_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS,
-                    [{"run_id": "a", "seed": 41, "num_iterations": 1, "min_val_bpb": 2.0, "status": "ok"},
-                     {"run_id": "b", "seed": 42, "num_iterations": 1, "min_val_bpb": 1.0, "status": "ok"}])
+                    [row(41, 2.0), row(42, 1.0), row(43, 0.5, run_id="an-older-recipe-s43")])
     with pytest.raises(ExpspecError, match=r"required seed\(s\) \[43\]"):
-        derive_threshold(lb)
-    append_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS,
-                    [{"run_id": "c", "seed": 43, "num_iterations": 1, "min_val_bpb": 4.0, "status": "ok"}])
+        derive_threshold(lb)  # another recipe's row does not count
+    append_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS, [row(43, 4.0)])
     assert derive_threshold(lb)["threshold"] == pytest.approx(2.0 + 0.02)
 
 
@@ -135,13 +137,16 @@ def test_decide_follows_the_worksheet_rule():
 
 
 def test_no_accepted_candidate_means_fallback(tmp_path, corpus_file):
+    from kernels.lane_b_pipeline import planned_candidates
+
     lb = lane(tmp_path, corpus_file, "lane_b.target_threshold=1.5")
-    lb.path("infer.json").write_text(json.dumps({"solve_status": "ok", "alpha": 0.3, "confirmation_ratio": 2.1,
-                                                 "inferred_target_param_data_ratio": 2.0}))
-    rows = [dict(_cand(s, k, extrapolated=30, accepted=False), run_id=f"{k}{s}", log="x")
-            for s in (41, 42) for k in ("inferred", "confirmation")]
+    infer = {"solve_status": "ok", "alpha": 0.3, "confirmation_ratio": 2.1, "inferred_target_param_data_ratio": 2.0}
+    lb.path("infer.json").write_text(json.dumps(infer))
+    rows = [dict(_cand(seed, kind, extrapolated=30, accepted=False), run_id=run_id, log="x")
+            for kind, seed, _, run_id in planned_candidates(lb, infer)]
+    rows.append(dict(_cand(41, "inferred", measured=1, accepted=True), run_id="an-older-plan", log="x"))
     append_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS, rows, key="run_id")
-    summary = step_summary(lb)
+    summary = step_summary(lb)  # the older plan's accepted row is not this plan's
     assert summary["lane_b_decision"] == "fallback" and summary["chosen_ratio"] == 2.0
     assert summary["expansion_stopped"] and "neither the inferred nor the confirmation" in summary["reason"]
 
@@ -165,7 +170,7 @@ def test_nanochat_backend_runs_the_command_and_parses_its_log(tmp_path, corpus_f
     run = train_run(lb, "nano-1", 7, threshold=4.0)
     log = (lb.work_dir / "runs" / "nano-1" / "train.log").read_text()
     assert run["status"] == "ok", log[-2000:]
-    assert run["steps"] == 19 and len(run["evals"]) >= 2
+    assert run["steps"] == 20 and run["tokens_trained"] == 20 * 128 and len(run["evals"]) >= 2
     assert run["time_to_target_method"] in ("measured", "extrapolated:power_law")
     assert log.count("Validation bpb") >= 2
     bad = lane(tmp_path / "b", corpus_file, "lane_b.backend=nanochat", f"lane_b.nanochat_dir={tmp_path}",
