@@ -24,9 +24,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args) -> int:
-    from kernels.config import config_json, resolve_config
+    from kernels.config import resolve_config
+    from kernels.run_cache import jsonable
 
-    print(json.dumps(json.loads(config_json(resolve_config(args.profile, args.set))), indent=2))
+    print(json.dumps(jsonable(resolve_config(args.profile, args.set)), indent=2))
     return 0
 
 

@@ -97,6 +97,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Knobs that take one of a few words: checked when the config is resolved, so a typo
+# fails before any step runs, not halfway through one.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("lane_b", "entropy"): ("model", "ngram"),
+    ("lane_b", "gamma_form"): ("offset_free", "offset"),
+    ("lane_b", "direction"): ("lower_is_better", "higher_is_better"),
+    ("lane_b", "backend"): ("builtin", "nanochat"),
+    ("lane_b", "target_metric"): ("val_bpb",),
+}
+REVIEW_DECISIONS = ("accepted", "rejected")
+
 # The seed scripts' environment names that Lane B honours besides EXPSPEC_LANE_B_*.
 SEED_ENV_PREFIX = {"lane_b": "LANE_B_"}
 
@@ -139,8 +150,9 @@ def _coerce(value: Any, default: Any, where: str, from_text: bool = True) -> Any
         raise ExpspecError(f"{where}: expected true/false, got {value!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, list) and not isinstance(value, list):
-        return [value]
+    if isinstance(default, list):
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(v, default[0], where, from_text) for v in items] if default else items
     if type(value) is not type(default) and not (isinstance(default, float) and isinstance(value, float)):
         raise ExpspecError(
             f"{where}: expected {type(default).__name__}, got {type(value).__name__} {value!r}"
@@ -196,6 +208,24 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str, str]]
     return out
 
 
+def check_review(review: Mapping[str, Any]) -> None:
+    """A manual review is empty, or {decision = accepted|rejected, by = ..., reason = ...}."""
+    if not review:
+        return
+    missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
+    if missing or review.get("decision") not in REVIEW_DECISIONS or set(review) - {"decision", "by", "reason"}:
+        raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
+                           f"reason = ...}}, got {dict(review)}")
+
+
+def _check_choices(resolved: Mapping[str, Mapping[str, Any]]) -> None:
+    for (family, key), allowed in CHOICES.items():
+        if resolved[family][key] not in allowed:
+            raise ExpspecError(f"{family}.{key}: expected one of {', '.join(allowed)}, "
+                               f"got {resolved[family][key]!r}")
+    check_review(resolved["lane_b"]["alpha_review"])
+
+
 def resolve_config(
     profile: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -211,9 +241,5 @@ def resolve_config(
         _set(resolved, family, key, value, f"environment {var}")
     for family, key, value in parse_set(overrides):
         _set(resolved, family, key, value, "--set")
+    _check_choices(resolved)
     return resolved
-
-
-def config_json(resolved: Mapping[str, Any]) -> str:
-    """Stable JSON of a resolved config (used for cache keys and the report)."""
-    return json.dumps(resolved, sort_keys=True, default=str, allow_nan=True)

@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kernels.errors import ExpspecError
@@ -38,8 +38,7 @@ class Document:
 class CorpusSplit:
     train: list[Document]
     val: list[Document]
-    fingerprint: str = ""
-    sources: list[str] = field(default_factory=list)
+    fingerprint: str = ""  # of the documents and the split: a tokenizer/stats cache key
 
 
 def _read_text(path: Path) -> str:
@@ -96,6 +95,19 @@ def _read_hf(spec: str) -> list[Document]:
     return [Document(f"{name}:{i}", t) for i, t in enumerate(ds["text"])]
 
 
+CORPUS_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")
+
+
+def _read_file(path: Path) -> list[Document]:
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        return _read_jsonl(path)
+    if path.name.endswith(".parquet"):
+        return _read_parquet(path)
+    if path.name.endswith((".txt", ".txt.gz")):
+        return [Document(path.name.split(".")[0], _read_text(path))]
+    raise ExpspecError(f"corpus {path}: expected .txt, .jsonl, .parquet (optionally .gz) or a folder")
+
+
 def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
     """Read a corpus spec into documents; an unreadable or empty corpus is an error."""
     if spec.startswith("embedded:"):
@@ -107,20 +119,12 @@ def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
         docs = _read_hf(spec)
     else:
         path = Path(spec).expanduser()
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir()
-                           if p.name.endswith((".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")))
-            docs = [d for f in files for d in load_documents(str(f))]
+        if path.is_dir():  # one empty file in a folder is skipped; an all-empty folder is an error
+            docs = [d for f in sorted(path.iterdir()) if f.name.endswith(CORPUS_SUFFIXES) for d in _read_file(f)]
         elif not path.is_file():
             raise ExpspecError(f"corpus {path}: no such file or folder")
-        elif path.name.endswith((".jsonl", ".jsonl.gz")):
-            docs = _read_jsonl(path)
-        elif path.name.endswith(".parquet"):
-            docs = _read_parquet(path)
-        elif path.name.endswith((".txt", ".txt.gz")):
-            docs = [Document(path.name.split(".")[0], _read_text(path))]
         else:
-            raise ExpspecError(f"corpus {path}: expected .txt, .jsonl, .parquet (optionally .gz) or a folder")
+            docs = _read_file(path)
     docs = [d for d in docs if d.text.strip()]
     if max_docs:
         docs = docs[:max_docs]
@@ -177,13 +181,11 @@ def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
         if n_val >= len(docs):
             raise ExpspecError("corpus: too small to hold out a validation paragraph")
         train, val = train[:-n_val], train[-n_val:]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"val_fraction={val_fraction}".encode())  # the split is part of the data
     for doc in docs:
         digest.update(doc.name.encode() + b"\0" + hashlib.sha256(doc.text.encode()).digest())
-    return CorpusSplit(train, val, fingerprint=digest.hexdigest()[:16], sources=[d.name for d in docs])
+    return CorpusSplit(train, val, fingerprint=digest.hexdigest()[:16])
 
 
 def load_corpus(spec: str, val_fraction: float = 0.05, max_docs: int = 0) -> CorpusSplit:
-    split = split_documents(load_documents(spec, max_docs=max_docs), val_fraction)
-    split.sources = [spec]
-    return split
+    return split_documents(load_documents(spec, max_docs=max_docs), val_fraction)

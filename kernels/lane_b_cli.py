@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kernels.config import resolve_config
 from kernels.errors import ExpspecError
-from kernels.run_cache import file_fingerprint, git_commit, read_json, write_json_atomic
+from kernels.run_cache import file_fingerprint, git_commit, write_json_atomic
 
 
 def _provenance(cfg: dict, inputs: dict[str, str]) -> dict:

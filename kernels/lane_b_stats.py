@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from kernels.config import check_review
 from kernels.corpus import CorpusSplit
 from kernels.correlation import correlation_decay, stream_fingerprint
 from kernels.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
@@ -35,10 +36,10 @@ def lane_b_tokenizer(lane_b: Mapping[str, Any], split: CorpusSplit) -> Tokenizer
 def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: Tokenizer,
                    train_stream: np.ndarray, val_stream: np.ndarray, device: str, log: Callable):
     """The LM whose per-position loss gives L_n; it must read ``tok``'s token ids."""
-    if tok.id.startswith("model:"):
+    if tok.model:
         from kernels.lm import load_causal_lm
 
-        name = tok.id.split(":", 1)[1]
+        name = tok.model
         log(f"entropy model: pretrained {name} (same tokenizer as the correlation stream)")
         model, _ = load_causal_lm(name, device=device)
         return model, f"pretrained:{name}"
@@ -47,7 +48,8 @@ def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: To
     cfg = TrainConfig.from_lane_b(lane_b, seed=common["seed"], device=device,
                                   num_iterations=lane_b["entropy_train_iters"],
                                   max_seq_len=max(lane_b["max_seq_len"], lane_b["entropy_context_len"]),
-                                  eval_every=0)
+                                  eval_every=0, model="tiny_gpt", resume_from="", checkpoint_every=0,
+                                  target_threshold=float("nan"))
     log(f"entropy model: tiny GPT depth {cfg.depth} trained {cfg.num_iterations} steps on the corpus")
     result, model = train(cfg, train_stream, val_stream, tok.token_bytes, log=log, return_model=True)
     if result.status != "ok":
@@ -88,7 +90,7 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
         entropy.update(source="model", model=model_id, context_len=lane_b["entropy_context_len"],
                        n_windows=lane_b["entropy_windows"])
     else:
-        curve = {n: h for n, h in ngram.losses_by_n().items() if n >= 1}
+        curve = ngram.losses_by_n()
         entropy.update(source="ngram", model=None)
     entropy["loss_by_position"] = {str(n): v for n, v in curve.items()}
     decay = entropy_decay(curve, form=lane_b["gamma_form"], bootstrap=lane_b["bootstrap"], seed=common["seed"],
@@ -98,7 +100,7 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
     log(f"entropy: gamma={decay.gamma:.4f} ({decay.form}) offset-free={decay.gamma_offset_free:.4f} "
         f"offset={decay.gamma_offset:.4f} H_inf={decay.h_inf:.3f} ({timings['entropy_s']:.1f} s)")
 
-    alpha = alpha_from_exponents(corr.beta, decay.gamma) if np.isfinite(corr.beta) else float("nan")
+    alpha = alpha_from_exponents(corr.beta, decay.gamma)
     alpha_ci = alpha_interval(corr.ci, decay.ci)
     return {
         "tokenizer_id": tok.id,
@@ -144,9 +146,6 @@ def stats_config(lane_b: Mapping[str, Any], common: Mapping[str, Any]) -> dict:
             "corpus": common["corpus"], "val_fraction": common["val_fraction"]}
 
 
-REVIEW_DECISIONS = ("accepted", "rejected")
-
-
 def alpha_gate(alpha: float, alpha_ci, alpha_min: float, alpha_max: float, review: Mapping[str, Any]) -> dict:
     """The worksheet's plausibility gate with its manual-review escape hatch.
 
@@ -157,11 +156,7 @@ def alpha_gate(alpha: float, alpha_ci, alpha_min: float, alpha_max: float, revie
     """
     ci = f" [{alpha_ci[0]:.3f}, {alpha_ci[1]:.3f}]" if alpha_ci else ""
     message = f"alpha={alpha:.4f}{ci} outside [{alpha_min}, {alpha_max}]: flag for manual review"
-    if review:
-        missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
-        if missing or review.get("decision") not in REVIEW_DECISIONS:
-            raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
-                               f"reason = ...}}, got {dict(review)}")
+    check_review(review)
     if alpha_plausible(alpha, alpha_min, alpha_max):
         return {"passed": True, "verdict": "PASS", "message": "", "review": ""}
     if not review:

@@ -97,9 +97,7 @@ def load_causal_lm(name_or_path: str = "smollm2-135m-instruct", device: str = "c
     path = resolve_model_path(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype) if dtype else (
-            AutoModelForCausalLM.from_pretrained(path)
-        )
+        model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
     except (OSError, ValueError) as exc:
         raise _offline_hint(name_or_path, exc) from None
     if tok.pad_token is None:

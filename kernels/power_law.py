@@ -86,7 +86,8 @@ def _log_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(-slope), float(np.exp(intercept))
 
 
-def _r2(observed: np.ndarray, fitted: np.ndarray) -> float:
+def r2_score(observed: np.ndarray, fitted: np.ndarray) -> float:
+    """Coefficient of determination; 1 for an exact fit of constant data, nan if inexact."""
     residual = float(np.sum((observed - fitted) ** 2))
     total = float(np.sum((observed - observed.mean()) ** 2))
     if total == 0.0:
@@ -155,7 +156,7 @@ def fit_power_law(x, y, offset: bool = False, window: tuple[float, float] | None
     _check_points(x, y, offset, window)
     exponent, prefactor, floor = (_fit_with_offset if offset else _fit_offset_free)(x, y)
     fitted = prefactor * x ** -exponent + floor
-    r2 = _r2(y, fitted) if offset else _r2(np.log(y), np.log(fitted))
+    r2 = r2_score(y, fitted) if offset else r2_score(np.log(y), np.log(fitted))
     ci = _bootstrap_exponent(x, y, offset, bootstrap, seed) if bootstrap else None
     window_out = (float(window[0]), float(window[1])) if window is not None else None
     return PowerLawFit(exponent, prefactor, floor, r2, int(x.size), window_out, ci)

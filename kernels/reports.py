@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernels.run_cache import write_text_atomic
+
 
 @dataclass
 class CriterionRecord:
@@ -97,9 +99,7 @@ def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict
         lines += [f"- {k}: {v}" for k, v in r.values.items()]
         lines += [f"- artifact: [{Path(a).name}]({_rel(a, run_dir)})" for a in r.artifacts]
         lines += [f"![{Path(p).stem}]({_rel(p, run_dir)})" for p in r.plots]
-    path = run_dir / "summary.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
@@ -133,6 +133,4 @@ def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict
             if Path(p).is_file():
                 data = base64.b64encode(Path(p).read_bytes()).decode()
                 out.append(f"<img alt='{esc(Path(p).stem)}' src='data:image/png;base64,{data}'>")
-    path = run_dir / "index.html"
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(run_dir / "index.html", "\n".join(out) + "\n")

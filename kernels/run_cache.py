@@ -80,6 +80,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if hasattr(value, "to_dict"):
         return jsonable(value.to_dict())
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # numpy arrays
+        return jsonable(value.tolist())
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return jsonable(value.item())
     return value

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kernels.errors import ExpspecError
+from kernels.power_law import r2_score
 
 DIRECTIONS = ("lower_is_better", "higher_is_better")
 STATUSES = ("ok", "implausible_alpha", "threshold_below_floor", "likely_unreachable",
@@ -120,9 +121,7 @@ def calibrate(points, alpha: float, direction: str = "lower_is_better") -> Calib
     else:
         design = np.column_stack([decay, np.ones_like(decay)])
         (A, L_inf), *_ = np.linalg.lstsq(design, loss, rcond=None)
-    residual = float(np.sum((A * decay + L_inf - loss) ** 2))
-    total = float(np.sum((loss - loss.mean()) ** 2))
-    r2 = 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("nan"))
+    r2 = r2_score(loss, A * decay + L_inf)
     return Calibration(float(A), float(L_inf), r2, int(tokens.size), float(alpha), direction)
 
 

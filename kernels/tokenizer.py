@@ -30,6 +30,7 @@ class Tokenizer:
     backend: object  # a tokenizers.Tokenizer
     eos_id: int
     token_bytes: np.ndarray  # int32[vocab_size]
+    model: str = ""  # for model:NAME, the NAME as given (a case-sensitive path or hub id)
 
     @property
     def vocab_size(self) -> int:
@@ -44,12 +45,16 @@ class Tokenizer:
     def decode(self, ids) -> str:
         return self.backend.decode(list(map(int, ids)), skip_special_tokens=False)
 
-    def encode_documents(self, texts: list[str], max_tokens: int = 0) -> np.ndarray:
-        """One stream: each document followed by EOS (a separator worth 0 bytes)."""
+    def encode_documents(self, texts: list[str], max_tokens: int = 0, chunk: int = 1024) -> np.ndarray:
+        """One stream: each document followed by EOS (a separator worth 0 bytes).
+
+        Encodes ``chunk`` documents at a time and stops once ``max_tokens`` are reached,
+        so a 20M-token sample of a huge corpus does not tokenize all of it."""
         parts, total = [], 0
-        for ids in self.encode_batch(texts):
-            parts.append(np.asarray(ids + [self.eos_id], dtype=np.int32))
-            total += len(ids) + 1
+        for first in range(0, len(texts), chunk):
+            for ids in self.encode_batch(texts[first:first + chunk]):
+                parts.append(np.asarray(ids + [self.eos_id], dtype=np.int32))
+                total += len(ids) + 1
             if max_tokens and total >= max_tokens:
                 break
         if not parts:
@@ -136,7 +141,7 @@ def model_tokenizer(name: str) -> Tokenizer:
     backend = hf.backend_tokenizer
     eos = hf.eos_token_id if hf.eos_token_id is not None else 0
     specials = set(hf.all_special_ids) | {i for i, t in hf.added_tokens_decoder.items() if t.special}
-    return Tokenizer(f"model:{name.lower()}", backend, eos, _token_bytes(backend, specials))
+    return Tokenizer(f"model:{name.lower()}", backend, eos, _token_bytes(backend, specials), model=name)
 
 
 def get_tokenizer(spec: str, train_texts: list[str] | None = None, fingerprint: str = "") -> Tokenizer:

@@ -1,10 +1,9 @@
 """Config resolution: defaults < profile < environment < --set; unknown keys fail by name."""
 
-import json
 
 import pytest
 
-from kernels.config import DEFAULTS, config_json, resolve_config
+from kernels.config import DEFAULTS, resolve_config
 from kernels.errors import ExpspecError
 from fixtures.scale import PROFILES_DIR
 
@@ -74,7 +73,19 @@ def test_bad_inputs_are_one_line(tmp_path):
         assert str(err) == "a b c"
 
 
-def test_config_json_is_stable_and_parseable():
-    cfg = resolve_config(None, [], environ={})
-    text = config_json(cfg)
-    assert text == config_json(json.loads(text))
+@pytest.mark.parametrize("setting,message", [
+    ("lane_b.gamma_form=offest", "lane_b.gamma_form: expected one of offset_free, offset"),
+    ("lane_b.entropy=model_based", "lane_b.entropy: expected one of model, ngram"),
+    ("lane_b.direction=up", "lane_b.direction: expected one of lower_is_better"),
+    ("lane_b.backend=slurm", "lane_b.backend: expected one of builtin, nanochat"),
+    ('lane_b.alpha_review={decision = "maybe", by = "me", reason = "r"}', "lane_b.alpha_review: expected"),
+    ('lane_b.alpha_review={decision = "accepted"}', "lane_b.alpha_review: expected"),
+])
+def test_word_valued_knobs_are_checked_when_resolved(setting, message):
+    with pytest.raises(ExpspecError, match=message):
+        resolve_config(None, [setting], environ={})
+
+
+def test_profile_list_items_are_typed(tmp_path):
+    with pytest.raises(ExpspecError, match="lane_b.calib_iters: expected int, got str"):
+        resolve_config(write(tmp_path, '[lane_b]\ncalib_iters = [10, "20"]\n'), [], environ={})

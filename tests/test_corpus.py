@@ -100,3 +100,27 @@ def test_bpe_tokenizer_bytes_and_cache(tmp_path, monkeypatch):
     for bad in ["bpe:x", "wordpiece:100", "bpe:10"]:
         with pytest.raises(ExpspecError):
             get_tokenizer(bad, texts)
+
+
+def test_folder_with_an_empty_file_keeps_the_others(tmp_path):
+    (tmp_path / "a.txt").write_text("Some text.")
+    (tmp_path / "b.txt").write_text("")
+    assert [d.text for d in load_documents(str(tmp_path))] == ["Some text."]
+    (tmp_path / "a.txt").write_text("  ")
+    with pytest.raises(ExpspecError, match="empty"):
+        load_documents(str(tmp_path))
+
+
+def test_fingerprint_names_the_split():
+    docs = load_documents("embedded:austen")[:2]
+    assert split_documents(docs, 0.05).fingerprint != split_documents(docs, 0.1).fingerprint
+    assert split_documents(docs, 0.05).fingerprint == split_documents(docs, 0.05).fingerprint
+
+
+def test_encode_documents_stops_at_max_tokens_in_chunks(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPSPEC_CACHE", str(tmp_path))
+    texts = [f"document number {i} with some words" for i in range(50)]
+    tok = get_tokenizer("bpe:300", texts, fingerprint="chunks")
+    full = tok.encode_documents(texts)
+    assert (tok.encode_documents(texts, max_tokens=100, chunk=7) == full[:100]).all()
+    assert (tok.encode_documents(texts, chunk=7) == full).all()

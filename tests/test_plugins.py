@@ -55,6 +55,9 @@ def test_session_writes_junit_summary_and_index(demo, xdist):
 def test_hero_is_selected_only_on_request(demo):
     result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "hero", "--set", "common.seed=7")
     result.assert_outcomes(passed=2, failed=1, deselected=3)
+    # an expression that does not name hero does not select it (hero params still skip)
+    result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "not slow", "--set", "common.seed=7")
+    result.assert_outcomes(passed=1, failed=2, skipped=3)
 
 
 @pytest.mark.parametrize("args,message", [
