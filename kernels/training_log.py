@@ -55,7 +55,7 @@ class TrainingLog:
     n_scaling_params: int  # transformer_matrices + lm_head when printed, else 0
     time_to_target: list = field(default_factory=list)  # parsed 'Time-to-target' lines
     restarts: int = 0
-    failed_at_step: int = -1  # builtin trainer's non-finite loss line, else -1
+    failed_at_step: int = -1  # first step whose loss is non-finite (either trainer), else -1
     notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -152,6 +152,8 @@ def parse_training_log(path: str | Path) -> TrainingLog:
                 failed = step
                 continue
             try:
+                if failed < 0 and "loss" in fields and not math.isfinite(_number(fields["loss"])):
+                    failed = step  # a nanochat run that went NaN keeps logging; it failed here
                 dt = _number(fields["dt"].removesuffix("ms"))
                 tps = _number(fields["tok/sec"])
                 total = _number(fields["total time"].removesuffix("m")) * 60

@@ -101,3 +101,15 @@ def test_no_step_lines_is_an_error(tmp_path):
     (tmp_path / "evals_only.log").write_text("Step 00000 | Validation bpb: 3.3\n")
     with pytest.raises(ExpspecError, match="no training step lines"):
         parse_training_log(tmp_path / "evals_only.log")
+
+
+def test_a_nan_loss_line_marks_the_run_failed(tmp_path):
+    log = tmp_path / "nan.log"
+    log.write_text(
+        "Total batch size 524,288 => gradient accumulation steps: 1\n"
+        "Step 00000 | Validation bpb: 3.000000\n"
+        "step 00000/00003 (0.00%) | loss: 9.000000 | lrm: 1.00 | dt: 10.00ms | tok/sec: 1,000 | mfu: 1.00 | total time: 0.00m\n"
+        "step 00001/00003 (33.33%) | loss: nan | lrm: 1.00 | dt: 10.00ms | tok/sec: 1,000 | mfu: 1.00 | total time: 0.00m\n"
+        "step 00002/00003 (66.67%) | loss: nan | lrm: 1.00 | dt: 10.00ms | tok/sec: 1,000 | mfu: 1.00 | total time: 0.00m\n"
+        "Step 00003 | Validation bpb: nan\n")
+    assert parse_training_log(log).failed_at_step == 1
