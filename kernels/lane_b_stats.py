@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kernels.config import check_review
+from kernels.config import CHOICES, check_review
 from kernels.corpus import CorpusSplit
 from kernels.correlation import correlation_decay, stream_fingerprint
 from kernels.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
@@ -25,7 +25,6 @@ from kernels.errors import ExpspecError
 from kernels.scaling import alpha_from_exponents, alpha_interval, alpha_plausible
 from kernels.tokenizer import Tokenizer, get_tokenizer
 
-ENTROPY_METHODS = ("model", "ngram")
 NGRAM_MAX_ORDER = 12
 
 
@@ -60,9 +59,9 @@ def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: To
 def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: CorpusSplit,
                  device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Everything stats.json holds; see the module docstring."""
-    if lane_b["entropy"] not in ENTROPY_METHODS:
-        raise ExpspecError(f"lane_b.entropy: expected one of {', '.join(ENTROPY_METHODS)}, "
-                           f"got {lane_b['entropy']!r}")
+    allowed = CHOICES[("lane_b", "entropy")]  # resolve_config checks it too; this guards direct callers
+    if lane_b["entropy"] not in allowed:
+        raise ExpspecError(f"lane_b.entropy: expected one of {', '.join(allowed)}, got {lane_b['entropy']!r}")
     timings: dict[str, float] = {}
     t0 = time.time()
     tok = lane_b_tokenizer(lane_b, split)
