@@ -9,13 +9,14 @@ import statistics
 
 import pytest
 
-from fixtures.scale import SCALES
-from kernels.lane_b_pipeline import CANDIDATE_COLUMNS, RESULTS_COLUMNS, read_env_value
-from kernels.lane_b_stats import alpha_gate
-from kernels.results_csv import parse_notes, read_csv_rows, read_rows
-from kernels.run_cache import read_json
-from kernels.scaling import STATUSES
-from kernels.training_log import parse_training_log
+from expspec.fixtures.scale import SCALES
+from expspec.kernels.lane_b.pipeline import CANDIDATE_COLUMNS, RESULTS_COLUMNS, read_env_value
+from expspec.kernels.lane_b.stats import alpha_gate
+from expspec.kernels.lane_b.schema import read_rows
+from expspec.kernels.tables import parse_notes, read_csv_rows
+from expspec.kernels.atomic_io import read_json
+from expspec.kernels.lane_b.scaling import STATUSES
+from expspec.kernels.train.training_log import parse_training_log
 
 pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session"), pytest.mark.xdist_group("lane_b")]
 
@@ -52,7 +53,7 @@ def test_alpha_plausibility(scale, lane_b_stats, lane_b_config, criterion):
 
 def test_correlation_fit_quality(scale, lane_b_stats, criterion):
     corr = lane_b_stats.result["correlation"]
-    criterion.plot(lane_b_stats.path / "correlation_fit.png")
+    criterion.plot(lane_b_stats.plots / "correlation_fit.png")
     criterion.record("usable lags", f"{corr['n_usable']} (window {corr['window']})")
     criterion.record("beta (op | frob)", f"{float(corr['beta']):.4f} | {float(corr['beta_frob']):.4f}")
     r2, n = float(corr["r2"]), corr["n_usable"]
@@ -64,7 +65,7 @@ def test_correlation_fit_quality(scale, lane_b_stats, criterion):
 
 def test_entropy_fit_quality(scale, lane_b_stats, criterion):
     fit = lane_b_stats.result["entropy"]["fit"]
-    criterion.plot(lane_b_stats.path / "entropy_fit.png")
+    criterion.plot(lane_b_stats.plots / "entropy_fit.png")
     criterion.record("source", f"{lane_b_stats.result['entropy']['source']}: {lane_b_stats.result['entropy']['model']}")
     criterion.record("fitted context lengths", f"{fit['n_points']} (window {fit['window']})")
     r2 = float(fit["r2_offset"] if fit["form"] == "offset" else fit["r2_offset_free"])
@@ -115,7 +116,7 @@ def test_calibration_fit(scale, lane_b_pipeline, lane_b_config, criterion):
     work = lane_b_pipeline.path
     infer = read_json(work / "infer.json")
     points = read_json(work / "calibration.json")["points"]
-    criterion.plot(work / "calibration.png")
+    criterion.plot(lane_b_pipeline.plots / "calibration.png")
     criterion.artifact(work / "calibration.json")
     criterion.record("points (tokens, val_bpb)", [(p["tokens"], round(p["value"], 4)) for p in points])
     criterion.record("L(D)", f"L_inf={infer['calib_L_inf']}, A={infer['calib_A']}, alpha={infer['alpha']}")
@@ -151,7 +152,7 @@ def test_candidates_logged(scale, lane_b_pipeline, criterion):
     candidates = _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)
     logged = {r["run_id"] for r in read_rows(work / "lane_b_inference_schema.csv")}
     evals = {r["run_id"]: len(parse_training_log(work / r["log"]).evals) for r in candidates}
-    criterion.plot(work / "val_bpb_curves.png")
+    criterion.plot(lane_b_pipeline.plots / "val_bpb_curves.png")
     criterion.artifact(work / "candidate_runs.csv")
     ok = bool(candidates) and all(n >= 2 for n in evals.values()) and set(evals) <= logged
     criterion.expect(f"{len(candidates)} runs, evals per log {sorted(evals.values())}",

@@ -1,33 +1,59 @@
-"""The ``expspec`` command: each experiment step as a subcommand, for people who run
-steps by hand. Bad input prints one line (``expspec: error: ...``), writes nothing
-and exits 2.
+"""The ``expspec`` command runs experiment steps by hand, with the same config as pytest.
 
-    expspec config [--profile P] [--set family.key=value ...]   print the resolved config
-    expspec models                                              prepare the shipped models
-    expspec lane-b ...                                          Lane B steps (see --help)
+Every subcommand takes ``--scale smoke|hero``, ``--profile PATH`` and ``--set
+family.key=value`` and resolves them through the same function as the pytest plugin
+(``config.resolve_scale``): the scale's built-in profile unless ``--profile`` is given,
+then the environment, then ``--set``. ``--device`` defaults to the pytest rule (the
+first visible CUDA device, else cpu). Bad input prints one line (``expspec: error:
+...``), writes nothing and exits 2.
+
+    expspec config [--scale S] [--profile P] [--set family.key=value ...]   the resolved config
+    expspec models                                                          prepare the shipped models
+    expspec <family> ...                                                    each family's steps
+
+Families add their subcommands through their registered ``Family.cli`` hook.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
-from kernels.errors import ExpspecError
-from kernels.lane_b_cli import add_lane_b_commands
+from expspec.kernels.config import SCALES, registry, resolve_scale
+from expspec.kernels.errors import ExpspecError
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, help="profile TOML (default: built-in defaults)")
-    parser.add_argument("--set", action="append", default=[], metavar="FAMILY.KEY=VALUE",
-                        help="override a knob (repeatable)")
+def add_config_args(parser: argparse.ArgumentParser, device: bool = False) -> None:
+    """--scale/--profile/--set (and --device) on a subcommand."""
+    group = parser.add_argument_group("config (as in pytest)")
+    group.add_argument("--scale", choices=SCALES, default="smoke",
+                       help="the built-in profile to start from (default: smoke)")
+    group.add_argument("--profile", default=None, metavar="PATH",
+                       help="a profile TOML used instead of the scale's built-in one")
+    group.add_argument("--set", action="append", default=[], metavar="FAMILY.KEY=VALUE",
+                       help="override one knob (repeatable)")
+    if device:
+        group.add_argument("--device", default=None,
+                           help="cpu, cuda or cuda:N (default: the first visible CUDA device, else cpu)")
+
+
+def config_from_args(args, extra_sets: list[str] | None = None) -> dict:
+    """The resolved config of a subcommand; ``extra_sets`` (from flags) come after --set."""
+    return resolve_scale(args.scale, args.profile, list(args.set) + list(extra_sets or []))
+
+
+def device_from_args(args) -> str:
+    from expspec.kernels.devices import parse_devices
+
+    return parse_devices(args.device)[0]
 
 
 def cmd_config(args) -> int:
-    from kernels.config import resolve_config
-    from kernels.run_cache import jsonable
+    from expspec.kernels.atomic_io import jsonable
 
-    print(json.dumps(jsonable(resolve_config(args.profile, args.set)), indent=2))
+    print(json.dumps(jsonable(config_from_args(args)), indent=2))
     return 0
 
 
@@ -35,7 +61,7 @@ def cmd_models(args) -> int:
     """Dequantise/cache SmolLM2 and check MiniLM, so the first test does not pay for it."""
     import time
 
-    from kernels.lm import load_causal_lm, load_sentence_encoder, resolve_model_path
+    from expspec.kernels.models.pretrained import load_causal_lm, load_sentence_encoder, resolve_model_path
 
     t0 = time.time()
     model, _ = load_causal_lm(args.causal_lm)
@@ -48,24 +74,34 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _family_hook(spec: str):
+    module, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="expspec", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="expspec",
+        description="expspec runs the steps of language-model experiments by hand, resolving "
+                    "scale, profile and overrides exactly as its pytest plugin does.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("config", help="print the resolved config as JSON")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("models", help="load (and cache) the shipped pretrained models")
     p.add_argument("--causal-lm", default="smollm2-135m-instruct")
     p.add_argument("--sentence-encoder", default="all-minilm-l6-v2")
     p.set_defaults(func=cmd_models)
-    add_lane_b_commands(sub, _add_config_args)
+    for family in registry().values():
+        if family.cli:
+            _family_hook(family.cli)(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except ExpspecError as err:
         print(f"expspec: error: {err}", file=sys.stderr)

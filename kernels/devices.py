@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 
 def visible_devices() -> list[str]:

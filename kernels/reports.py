@@ -3,7 +3,9 @@
 A criterion record is plain data collected from pytest's reports (the properties a
 test recorded with ``record_property``): its name, PASS/FAIL/SKIP, the measured value
 and the requirement, an optional manual-review verdict, artifacts and PNG plots.
-index.html embeds the plots so the page can be mailed or archived as one file.
+Both lead with one verdict line per family ("Lane B: PASS (alpha_plausibility FLAGGED →
+ACCEPTED)"). index.html embeds the plots so the page can be mailed or archived as one
+file; artifacts are linked relative to the run folder, which holds copies of them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernels.run_cache import write_text_atomic
+from expspec.kernels.atomic_io import write_text_atomic
+from expspec.kernels.config import family_title
 
 
 @dataclass
@@ -36,7 +39,12 @@ class CriterionRecord:
 
     @property
     def family(self) -> str:
-        return Path(self.nodeid.split("::")[0]).stem.removeprefix("test_")
+        return family_of(self.nodeid)
+
+    @property
+    def is_criterion(self) -> bool:
+        """An acceptance test: it stated a criterion, or it lives in experiments/."""
+        return bool(self.measured or self.required) or self.nodeid.startswith("experiments/")
 
     @property
     def review_verdict(self) -> str:
@@ -47,6 +55,25 @@ class CriterionRecord:
     def verdict(self) -> str:
         return {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}.get(
             self.outcome, self.outcome.upper())
+
+
+def family_of(nodeid: str) -> str:
+    """experiments/test_lane_b.py::test_x[smoke] -> lane_b (the test file names the family)."""
+    return Path(nodeid.split("::")[0]).stem.removeprefix("test_")
+
+
+def family_verdicts(records: list[CriterionRecord]) -> list[str]:
+    """One line per family: FAIL if any criterion failed, PASS if all that ran passed,
+    with the criteria that passed on a manual review named."""
+    lines = []
+    for family in dict.fromkeys(r.family for r in records if r.is_criterion):
+        rows = [r for r in records if r.is_criterion and r.family == family]
+        verdicts = {r.verdict for r in rows}
+        overall = next((v for v in ("ERROR", "FAIL") if v in verdicts), None) or (
+            "PASS" if "PASS" in verdicts else "SKIP")
+        reviews = [f"{r.name.removeprefix('test_').split('[')[0]} {r.review_verdict}" for r in rows if r.review]
+        lines.append(f"{family_title(family)}: {overall}" + (f" ({'; '.join(reviews)})" if reviews else ""))
+    return lines
 
 
 def record_from_properties(nodeid: str, outcome: str, duration: float, properties, message: str = ""):
@@ -81,6 +108,7 @@ def _cell(text: str) -> str:
 def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict) -> Path:
     counts = {v: sum(r.verdict == v for r in records) for v in ("PASS", "FAIL", "ERROR", "SKIP")}
     lines = [f"# expspec run {run_dir.name}", ""]
+    lines += [f"**{v}**  " for v in family_verdicts(records)] + [""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += ["- result: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
     lines += ["| criterion | family | result | measured | required | review |",
@@ -110,7 +138,9 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-
 def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict) -> Path:
     esc = html.escape
     out = [f"<!doctype html><meta charset='utf-8'><title>expspec {esc(run_dir.name)}</title>",
-           f"<style>{_CSS}</style><h1>expspec run {esc(run_dir.name)}</h1><ul>"]
+           f"<style>{_CSS}</style><h1>expspec run {esc(run_dir.name)}</h1>"]
+    out += [f"<p class='{esc(v.split(': ', 1)[1].split()[0])}'><b>{esc(v)}</b></p>" for v in family_verdicts(records)]
+    out.append("<ul>")
     out += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in header.items()]
     out.append("</ul><table><tr><th>criterion</th><th>family</th><th>result</th><th>measured</th>"
                "<th>required</th><th>review</th></tr>")

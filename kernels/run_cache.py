@@ -1,122 +1,120 @@
-"""The run cache: every expensive step runs once per (inputs, code, config).
+"""The run cache: every expensive step runs once per (code, knobs, inputs).
 
 Acceptance tests only read results; the session fixture of a step calls
-``RunCache.get_or_compute(family, step, config, fn, inputs=...)``. The key hashes the
-family, the step, the resolved config, the source of every kernel module and the
-fingerprints of the inputs, so changing any of them recomputes and nothing else does.
+``RunCache.get_or_compute(family, step, knobs, fn, inputs=..., code=..., code_version=N)``.
+The key hashes
+
+* the family and the step,
+* the resolved knobs that step reads (not the whole config),
+* the source of the modules the step's code really uses: the import closure, inside
+  ``expspec``, of the modules named in ``code`` (read with ``ast``, so an import inside
+  a function counts too), plus the step's explicit ``code_version``,
+* the fingerprints of its inputs (corpus, tokenizer, an upstream entry's key).
+
+Editing a plot, the CLI or another family therefore keeps an entry; editing the
+step's own kernel (or anything it imports) recomputes it.
 
 Atomicity: ``fn`` writes into a private temporary directory next to the cache entry;
 only when it returns is ``result.json`` written and the directory renamed into place,
-so a crash never leaves a half entry. A ``filelock`` per key makes a second process
-(an xdist worker, a parallel CLI run) wait for the first computation instead of
-repeating it. ``fresh_since`` (set by ``--fresh``) treats entries created before that
-moment as missing, so one session recomputes each entry once, not once per worker.
+so a crash never leaves a half entry, and an entry whose result.json does not parse is
+treated as missing. A ``filelock`` per key makes a second process (an xdist worker, a
+parallel CLI run) wait for the first computation instead of repeating it.
+``fresh_since`` (set by ``--fresh``) treats entries created before that moment as
+missing, so one session recomputes each entry once, not once per worker.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
-import math
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping
 
 from filelock import FileLock
 
-from kernels.errors import ExpspecError
+from expspec.kernels.atomic_io import jsonable, read_json, write_json_atomic
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.progress import stage
+from expspec.kernels.provenance import git_commit
 
-KERNELS_DIR = Path(__file__).resolve().parent
-
-
-def kernels_source_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(KERNELS_DIR.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+ROOT_PACKAGE = "expspec"
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """sha256 of a file's bytes, or of a folder's (relative name, bytes) pairs."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(sub.relative_to(path)).encode() + b"\0" + sub.read_bytes())
-    elif path.is_file():
-        digest.update(path.read_bytes())
-    else:
-        raise ExpspecError(f"input {path}: no such file or folder")
-    return digest.hexdigest()[:16]
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    """The repository's HEAD (with '+dirty' when the tree has changes), or 'unknown'."""
-    cwd = cwd or KERNELS_DIR.parent
+def _module_source(name: str) -> tuple[str | None, bool]:
+    """(source file of an importable module or package, is_package); (None, False) if none."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None, False
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None, bool(spec and spec.submodule_search_locations)
+    return spec.origin, spec.submodule_search_locations is not None
 
 
-def jsonable(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as strings so every reader can parse the file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "to_dict"):
-        return jsonable(value.to_dict())
-    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # numpy arrays
-        return jsonable(value.tolist())
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return jsonable(value.item())
-    return value
+def _imports_of(name: str, path: str, is_package: bool, root: str) -> set[str]:
+    """Modules under ``root`` that the source of ``name`` imports, anywhere in the file."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    package = name if is_package else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {m for m in found if m == root or m.startswith(root + ".")}
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temp file in the same folder + rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def module_closure(modules: Iterable[str], root: str = ROOT_PACKAGE) -> list[str]:
+    """Every module under ``root`` that ``modules`` import, transitively, with their parent
+    packages (whose ``__init__`` runs on import). Names that are not modules (a class
+    imported with ``from m import Name``) drop out."""
+    todo, seen, closure = list(modules), set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        path, is_package = _module_source(name)
+        if path is None:
+            continue
+        closure.add(name)
+        todo.extend(_imports_of(name, path, is_package, root))
+    return sorted(closure)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(jsonable(data), indent=2, sort_keys=True) + "\n")
+def _module_name(code: str | Callable | ModuleType) -> str:
+    if isinstance(code, str):
+        return code
+    if isinstance(code, ModuleType):
+        return code.__name__
+    return code.__module__
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ExpspecError(f"{what} {path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExpspecError(f"{what} {path}: not valid JSON ({exc})") from None
+def code_fingerprint(code: Iterable[str | Callable | ModuleType], code_version: int | str = 0) -> dict:
+    """{"hash", "modules", "code_version"} of the import closure of ``code``."""
+    closure = module_closure(_module_name(c) for c in code)
+    if not closure:
+        raise ExpspecError(f"run cache: no source found for code {list(code)!r}")
+    digest = hashlib.sha256(f"code_version={code_version}".encode())
+    for name in closure:
+        digest.update(b"\0" + name.encode() + b"\0" + Path(_module_source(name)[0]).read_bytes())
+    return {"hash": digest.hexdigest()[:16], "modules": closure, "code_version": code_version}
 
 
 @dataclass
@@ -132,42 +130,61 @@ class RunCache:
         self.root = Path(root)
         self.fresh_since = fresh_since
 
-    def key(self, family: str, step: str, config: Any, inputs: Mapping[str, str] | None = None) -> str:
+    def key(self, family: str, step: str, knobs: Any, inputs: Mapping[str, str] | None = None,
+            code: dict | None = None) -> str:
         blob = json.dumps(
-            {"family": family, "step": step, "config": jsonable(config), "kernels": kernels_source_hash(),
-             "inputs": dict(sorted((inputs or {}).items()))},
+            {"family": family, "step": step, "knobs": jsonable(knobs), "code": (code or {}).get("hash"),
+             "code_version": (code or {}).get("code_version"), "inputs": dict(sorted((inputs or {}).items()))},
             sort_keys=True,
         )
         return f"{family}-{step}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
-    def _valid(self, entry: Path) -> bool:
+    def _read_valid(self, entry: Path, valid: Callable[[Any], bool] | None = None) -> tuple[bool, Any]:
+        """(True, result) for a complete entry; a missing, stale or truncated one, or one whose
+        result ``valid`` rejects (e.g. its work dir was deleted), is (False, None)."""
         result = entry / "result.json"
         if not result.is_file():
-            return False
-        return self.fresh_since is None or result.stat().st_mtime >= self.fresh_since
+            return False, None
+        if self.fresh_since is not None and result.stat().st_mtime < self.fresh_since:
+            return False, None
+        try:
+            value = read_json(result, "cache entry")
+        except ExpspecError:
+            return False, None
+        return (True, value) if valid is None or valid(value) else (False, None)
 
     def get_or_compute(
         self,
         family: str,
         step: str,
-        config: Any,
+        knobs: Any,
         fn: Callable[[Path], Any],
         inputs: Mapping[str, str] | None = None,
+        code: Iterable[str | Callable | ModuleType] | None = None,
+        code_version: int | str = 0,
+        valid: Callable[[Any], bool] | None = None,
     ) -> CacheEntry:
-        """Return the cached result of ``fn(workdir)``, computing it at most once."""
-        key = self.key(family, step, config, inputs)
+        """Return the cached result of ``fn(workdir)``, computing it at most once.
+
+        ``code``: the functions/modules whose import closure is the step's code (default:
+        ``fn``'s module; pass the kernel when ``fn`` is a thin wrapper in a plugin). ``valid``:
+        an extra check of a stored result (files it points to still exist)."""
+        fingerprint = code_fingerprint(code or [fn], code_version)
+        key = self.key(family, step, knobs, inputs, fingerprint)
         entry = self.root / key
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
-            if self._valid(entry):
-                return CacheEntry(key, entry, read_json(entry / "result.json"), computed=False)
+            ok, result = self._read_valid(entry, valid)
+            if ok:
+                return CacheEntry(key, entry, result, computed=False)
             work = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
             try:
                 started = time.time()
-                result = fn(work)
-                meta = {"family": family, "step": step, "key": key, "config": config,
-                        "inputs": dict(inputs or {}), "kernels_source": kernels_source_hash(),
-                        "git_commit": git_commit(), "seconds": round(time.time() - started, 3),
+                with stage(f"{family} {step}"):
+                    result = fn(work)
+                meta = {"family": family, "step": step, "key": key, "knobs": knobs,
+                        "inputs": dict(inputs or {}), "code": fingerprint, "git_commit": git_commit(),
+                        "seconds": round(time.time() - started, 3),
                         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 write_json_atomic(work / "meta.json", meta)
                 write_json_atomic(work / "result.json", result)

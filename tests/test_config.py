@@ -3,9 +3,8 @@
 
 import pytest
 
-from kernels.config import DEFAULTS, resolve_config
-from kernels.errors import ExpspecError
-from fixtures.scale import PROFILES_DIR
+from expspec.kernels.config import builtin_profile, defaults, resolve_config
+from expspec.kernels.errors import ExpspecError
 
 
 def write(tmp_path, text, name="p.toml"):
@@ -16,14 +15,14 @@ def write(tmp_path, text, name="p.toml"):
 
 def test_defaults_without_profile():
     cfg = resolve_config(None, [], environ={})
-    assert cfg == DEFAULTS
-    assert cfg is not DEFAULTS and cfg["lane_b"]["lags"] is not DEFAULTS["lane_b"]["lags"]
+    assert cfg == defaults()
+    assert cfg["lane_b"]["lags"] is not defaults()["lane_b"]["lags"]
 
 
 @pytest.mark.parametrize("scale", ["smoke", "hero"])
 def test_shipped_profiles_resolve(scale):
-    cfg = resolve_config(PROFILES_DIR / f"{scale}.toml", [], environ={})
-    assert set(cfg) == set(DEFAULTS)
+    cfg = resolve_config(builtin_profile(scale), [], environ={})
+    assert set(cfg) == set(defaults())
 
 
 def test_precedence_profile_env_set(tmp_path):

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kernels.corpus import load_corpus, load_documents, paragraphs, split_documents, Document
-from kernels.errors import ExpspecError
-from kernels.tokenizer import get_tokenizer
+from expspec.kernels.data.corpus import load_corpus, load_documents, paragraphs, split_documents, Document
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.data.tokenizer import get_tokenizer
 
 
 def test_embedded_austen_split_never_shares_a_paragraph():

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from synthetic_streams import iid_stream, planted_norm, planted_power_law_stream, zipf_probs
 
-from kernels.correlation import (
+from expspec.kernels.lane_b.correlation import (
     block_resample,
     correlation_decay,
     correlation_norms,
@@ -17,7 +17,7 @@ from kernels.correlation import (
     stream_fingerprint,
     usable_lags,
 )
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 LAGS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 

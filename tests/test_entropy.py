@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic_streams import iid_stream, zipf_probs
 
-from kernels.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
-from kernels.errors import ExpspecError
-from kernels.lm import build_tiny_gpt
+from expspec.kernels.lane_b.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.models.gpt import build_tiny_gpt
 
 VOCAB = 16
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from kernels.cli import main
-from kernels.errors import ExpspecError
-from kernels.lane_b_stats import alpha_gate
+from expspec.kernels.cli import main
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.stats import alpha_gate
 
 REVIEW = {"decision": "accepted", "by": "me", "reason": "paper values are below the gate too"}
 
@@ -54,9 +54,15 @@ def test_infer_cli_solves_the_planted_law(tmp_path, capsys):
 
 def test_infer_cli_implausible_alpha_still_writes(tmp_path):
     out = tmp_path / "infer.json"
-    rc = main(["lane-b", "infer", "--alpha", "0.05", "--calibration", str(_calibration(tmp_path, alpha=0.05)),
-               "--threshold", "1.5", "--n-scaling-params", "1e6", "--out", str(out)])
-    assert rc == 0 and json.loads(out.read_text())["solve_status"] == "implausible_alpha"
+    args = ["lane-b", "infer", "--alpha", "0.05", "--calibration", str(_calibration(tmp_path, alpha=0.05)),
+            "--threshold", "1.5", "--n-scaling-params", "1e6", "--out", str(out)]
+    assert main(args + ["--scale", "hero"]) == 0  # the hero profile carries no alpha review
+    assert json.loads(out.read_text())["solve_status"] == "implausible_alpha"
+    # the default scale is smoke, exactly as in pytest: its profile's accepted review applies
+    assert main(args) == 0
+    infer = json.loads(out.read_text())
+    assert infer["solve_status"] != "implausible_alpha" and infer["alpha_gate"].startswith("FLAGGED")
+    assert infer["provenance"]["config"]["lane_b"]["alpha_review"]["decision"] == "accepted"
 
 
 @pytest.mark.parametrize("content,message", [
@@ -79,7 +85,7 @@ def test_infer_cli_bad_calibration(tmp_path, capsys, content, message):
 
 def test_stats_cli_on_a_small_corpus(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPSPEC_CACHE", str(tmp_path / "cache"))
-    from kernels.corpus import load_documents
+    from expspec.kernels.data.corpus import load_documents
 
     text = load_documents("embedded:austen")[2].text[:150_000]  # a slice of Northanger Abbey
     (tmp_path / "c.txt").write_text(text)

@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
-from kernels.config import resolve_config
-from kernels.corpus import load_documents
-from kernels.errors import ExpspecError
-from kernels.lane_b_pipeline import (CANDIDATE_COLUMNS, LaneB, derive_threshold, read_env_value, step_candidates,
+from expspec.kernels.config import resolve_config
+from expspec.kernels.data.corpus import load_documents
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.pipeline import (CANDIDATE_COLUMNS, LaneB, derive_threshold, read_env_value, step_candidates,
                                      train_run)
-from kernels.lane_b_summary import TIE_OR_MISSING, decide, run_all, run_pipeline, step_log, step_summary
-from kernels.results_csv import COLUMNS, append_csv_rows, parse_notes, read_rows
+from expspec.kernels.lane_b.summary import TIE_OR_MISSING, decide, run_all, run_pipeline, step_log, step_summary
+from expspec.kernels.lane_b.schema import COLUMNS, read_rows
+from expspec.kernels.tables import append_csv_rows, parse_notes
 
 TINY = ["lane_b.train_tokenizer=bpe:300", "lane_b.depth=1", "lane_b.aspect_ratio=32", "lane_b.head_dim=32",
         "lane_b.max_seq_len=32", "lane_b.device_batch_size=4", "lane_b.total_batch_size=128",
@@ -94,7 +95,7 @@ def test_nan_loss_runs_are_logged_as_failed(tmp_path, corpus_file):
 
 def test_threshold_needs_every_required_seed(tmp_path, corpus_file):
     lb = lane(tmp_path, corpus_file)
-    from kernels.lane_b_pipeline import RESULTS_COLUMNS, baseline_id
+    from expspec.kernels.lane_b.pipeline import RESULTS_COLUMNS, baseline_id
 
     def row(seed, value, run_id=None):
         return {"run_id": run_id or baseline_id(lb, seed), "seed": seed, "num_iterations": 30,
@@ -137,7 +138,7 @@ def test_decide_follows_the_worksheet_rule():
 
 
 def test_no_accepted_candidate_means_fallback(tmp_path, corpus_file):
-    from kernels.lane_b_pipeline import planned_candidates
+    from expspec.kernels.lane_b.pipeline import planned_candidates
 
     lb = lane(tmp_path, corpus_file, "lane_b.target_threshold=1.5")
     infer = {"solve_status": "ok", "alpha": 0.3, "confirmation_ratio": 2.1, "inferred_target_param_data_ratio": 2.0}
@@ -157,13 +158,13 @@ def test_nanochat_backend_runs_the_command_and_parses_its_log(tmp_path, corpus_f
     log. Here the command is our own trainer's module entry (real nanochat-format log)."""
     import numpy as np
 
-    from kernels.train_config import TrainConfig
+    from expspec.kernels.train.config import TrainConfig
 
     base = lane(tmp_path, corpus_file)
     cfg = TrainConfig.from_lane_b(base.lane_b, seed=7, num_iterations=20, target_threshold=4.0)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.__dict__))
     np.savez(tmp_path / "data.npz", train=base.data.train, val=base.data.val, token_bytes=base.data.token_bytes)
-    command = (f"{sys.executable} -m kernels.train --config {tmp_path}/cfg.json --data {tmp_path}/data.npz "
+    command = (f"{sys.executable} -m expspec.kernels.train.loop --config {tmp_path}/cfg.json --data {tmp_path}/data.npz "
                f"--out-dir {tmp_path}/trainer-out --threads 1")
     lb = lane(tmp_path, corpus_file, "lane_b.backend=nanochat", f"lane_b.nanochat_dir={tmp_path}",
               f"lane_b.nanochat_command={command}")

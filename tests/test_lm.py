@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
-from kernels.corpus import load_corpus, paragraphs
-from kernels.lm import build_tiny_gpt, encode_sentences, load_causal_lm, load_sentence_encoder, tiny_gpt_shape
-from kernels.errors import ExpspecError
+from expspec.kernels.data.corpus import load_corpus, paragraphs
+from expspec.kernels.models.gpt import build_tiny_gpt, tiny_gpt_shape
+from expspec.kernels.models.pretrained import encode_sentences, load_causal_lm, load_sentence_encoder
+from expspec.kernels.errors import ExpspecError
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +41,21 @@ def test_minilm_embeds_sentences(austen_sentence):
     assert sim[0, 1] > sim[0, 2]  # a paraphrase is closer than an unrelated sentence
 
 
-def test_transformers_does_not_mistake_our_kernels_package_for_the_hub_one():
-    # transformers probes importlib for a package named `kernels` (hub kernels);
-    # ours is importable here and must not switch that code path on.
+def test_installed_names_do_not_clash_with_the_hub_kernels_package(tmp_path):
+    # transformers probes importlib for a package named `kernels` (hub kernels); expspec
+    # installs only `expspec`, so outside this repo's root no `kernels` or `fixtures`
+    # appears and that code path stays off.
     code = (
-        "import kernels, transformers.utils.import_utils as iu;"
-        "from kernels.lm import build_tiny_gpt;"
+        "import importlib.util, transformers.utils.import_utils as iu;"
+        "from expspec.kernels.models.gpt import build_tiny_gpt;"
         "m = build_tiny_gpt(1, 32, 32, 64, 16);"
         "import torch; out = m(torch.zeros(1, 8, dtype=torch.long));"
-        "print(iu.is_kernels_available(), tuple(out.logits.shape))"
+        "print(importlib.util.find_spec('kernels') is None, importlib.util.find_spec('fixtures') is None,"
+        " iu.is_kernels_available(), tuple(out.logits.shape))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[-2] == "False (1, 8, 64)"
+    assert out.stdout.split("\n")[-2] == "True True False (1, 8, 64)"
 
 
 def test_tiny_gpt_nanochat_sizing():

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from kernels.plots import plot_curves, plot_power_law
-from kernels.power_law import fit_power_law
+from expspec.kernels.plots import plot_curves, plot_power_law
+from expspec.kernels.fit.power_law import fit_power_law
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

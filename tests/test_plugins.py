@@ -7,7 +7,7 @@ import pytest
 
 DEMO = textwrap.dedent('''
     import pytest
-    from fixtures.scale import SCALES
+    from expspec.fixtures.scale import SCALES
 
     pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session"),
                   pytest.mark.xdist_group("demo")]
@@ -19,8 +19,14 @@ DEMO = textwrap.dedent('''
     def test_fit_quality(scale, criterion):
         criterion.check(0.5, ">=", 0.9, "R^2")
 
+    def test_writes_an_artifact(scale, criterion, tmp_path_factory):
+        path = tmp_path_factory.mktemp("art") / "numbers.json"
+        path.write_text('{"x": 1}')
+        criterion.artifact(path)
+        criterion.check(1, "==", 1, "x")
+
     def test_bad_input_in_a_fixture(scale, request):
-        from kernels.corpus import load_documents
+        from expspec.kernels.data.corpus import load_documents
         if scale == "smoke":
             load_documents("missing-corpus-dir")
 ''')
@@ -28,8 +34,7 @@ DEMO = textwrap.dedent('''
 
 @pytest.fixture
 def demo(pytester):
-    pytester.makeconftest('pytest_plugins = ["fixtures.scale", "fixtures.devices", "fixtures.run_cache", '
-                          '"fixtures.reports"]')
+    # no conftest: the installed pytest11 entry point brings expspec's fixtures
     pytester.makeini("[pytest]\nmarkers =\n    smoke: s\n    hero: h\njunit_family = xunit2\n")
     pytester.makepyfile(**{"experiments/test_demo": DEMO})
     return pytester
@@ -38,13 +43,17 @@ def demo(pytester):
 @pytest.mark.parametrize("xdist", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["n0", "n2"])
 def test_session_writes_junit_summary_and_index(demo, xdist):
     result = demo.runpytest_subprocess("--reports-dir", "out", "--set", "common.seed=7", *xdist)
-    result.assert_outcomes(passed=1, failed=2, skipped=3)  # hero params skip by default
+    # hero params are deselected by default (xdist workers deselect them, the controller counts none)
+    result.assert_outcomes(passed=2, failed=2, deselected=0 if xdist else 4)
     run = demo.path / "out" / "latest"
     assert {"junit.xml", "summary.md", "index.html", "config.json", "run.json"} <= {p.name for p in run.iterdir()}
     summary = (run / "summary.md").read_text()
+    assert "**demo: FAIL**" in summary.splitlines()[2]  # one verdict line per family leads
+    # the artifact is copied into the run folder, so the report stands alone
+    assert (run / "demo" / "numbers.json").read_text() == '{"x": 1}'
+    assert "[numbers.json](demo/numbers.json)" in summary
     assert "| test_seed_is_resolved[smoke] | demo | PASS | 7 | == 7 |" in summary
     assert "| test_fit_quality[smoke] | demo | FAIL | 0.5 | >= 0.9 |" in summary
-    assert "hero scale: select it with -m hero" in summary
     assert "> expspec: error: corpus missing-corpus-dir: no such file or folder" in summary
     assert "Traceback" not in result.stdout.str() and "expspec: error: corpus missing-corpus-dir" in result.stdout.str()
     assert json.loads((run / "config.json").read_text())["smoke"]["common"]["seed"] == 7
@@ -54,10 +63,39 @@ def test_session_writes_junit_summary_and_index(demo, xdist):
 
 def test_hero_is_selected_only_on_request(demo):
     result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "hero", "--set", "common.seed=7")
-    result.assert_outcomes(passed=2, failed=1, deselected=3)
-    # an expression that does not name hero does not select it (hero params still skip)
-    result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "not slow", "--set", "common.seed=7")
-    result.assert_outcomes(passed=1, failed=2, skipped=3)
+    result.assert_outcomes(passed=3, failed=1, deselected=4)
+    # an expression that does not name hero does not select it (hero params are deselected)
+    for expr in ("not slow", "not smoke"):
+        result = demo.runpytest_subprocess("--reports-dir", "out", "-m", expr, "--set", "common.seed=7")
+        result.assert_outcomes(passed=2 if expr == "not slow" else 0, failed=2 if expr == "not slow" else 0,
+                               deselected=4 if expr == "not slow" else 8)
+    result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "smoke or hero", "--set", "common.seed=7")
+    result.assert_outcomes(passed=5, failed=3)
+
+
+@pytest.mark.parametrize("expr,marks,expected", [
+    ("hero", {"hero"}, True), ("not hero", {"hero"}, False), ("smoke or hero", {"hero"}, True),
+    ("(smoke or hero) and not slow", {"hero"}, True), ("smoke and hero", {"hero"}, False),
+    ("not (smoke or slow)", {"hero"}, True), ("hero and", {"hero"}, False),
+])
+def test_marker_expression(expr, marks, expected):
+    from expspec.fixtures.scale import marker_expression_selects
+
+    assert marker_expression_selects(expr, marks) is expected
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--collect-only", "-q"], ["--co", "-n", "2"]])
+def test_help_and_collect_only_write_no_run_folder(demo, args):
+    result = demo.runpytest_subprocess("--reports-dir", "out", *args)
+    assert result.ret == 0
+    assert not (demo.path / "out").exists()
+
+
+def test_bad_input_traceback_on_request(demo):
+    short = demo.runpytest_subprocess("--reports-dir", "out", "-k", "bad_input")
+    assert "expspec: error: corpus missing-corpus-dir" in short.stdout.str() and "Traceback" not in short.stdout.str()
+    long = demo.runpytest_subprocess("--reports-dir", "out", "-k", "bad_input", "--tb=long")
+    assert "def load_documents" in long.stdout.str()  # the full traceback, as asked
 
 
 @pytest.mark.parametrize("args,message", [

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from kernels.errors import ExpspecError
-from kernels.power_law import fit_power_law
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import fit_power_law
 
 X = np.arange(1, 128, dtype=float)
 

@@ -1,4 +1,4 @@
-"""Unit tests of the locked, atomic CSV appends (kernels/results_csv.py)."""
+"""Unit tests of the locked, atomic CSV appends (kernels/tables.py) and Lane B's 21-column schema."""
 
 import math
 import multiprocessing
@@ -6,9 +6,9 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from kernels.errors import ExpspecError
-from kernels.results_csv import (COLUMNS, append_csv_rows, append_rows, format_notes,
-                                 parse_notes, read_csv_rows, read_rows)
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.schema import COLUMNS, append_rows, read_rows
+from expspec.kernels.tables import append_csv_rows, format_notes, parse_notes, read_csv_rows
 
 
 def lane_b_row(run_id: str, **extra) -> dict:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kernels.run_cache import RunCache, file_fingerprint
+from expspec.kernels.provenance import file_fingerprint
+from expspec.kernels.run_cache import RunCache
 
 
 def _slow_step(counter_dir: str):

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.errors import ExpspecError
-from kernels.scaling import (
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.scaling import (
     STATUSES,
     alpha_from_exponents,
     alpha_interval,

@@ -1,4 +1,4 @@
-"""Unit tests of the Lane B trainer (kernels/train.py, lr_schedule.py, time_to_target.py).
+"""Unit tests of the trainer (kernels/train/: loop, schedule, time_to_target).
 
 Everything is tiny (vocab 64, depth 1, seq 16, a handful of steps) so the module runs
 in seconds on one CPU core.
@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.config import DEFAULTS
-from kernels.errors import ExpspecError
-from kernels.lm import build_tiny_gpt
-from kernels.loss_eval import evaluate_bpb
-from kernels.lr_schedule import lr_multiplier
-from kernels.time_to_target import fit_crossing_step, step_time_medians, time_to_target
-from kernels.train import batch_starts, main, scaling_params, train
-from kernels.train_config import TrainConfig, horizon
-from kernels.training_log import parse_training_log
+from expspec.kernels.config import defaults
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.models.gpt import build_tiny_gpt
+from expspec.kernels.train.bpb import evaluate_bpb
+from expspec.kernels.train.schedule import lr_multiplier
+from expspec.kernels.train.time_to_target import fit_crossing_step, step_time_medians, time_to_target
+from expspec.kernels.models.params import scaling_params
+from expspec.kernels.train.loop import batch_starts, main, train
+from expspec.kernels.train.config import TrainConfig, horizon
+from expspec.kernels.train.training_log import parse_training_log
 
 V = 64
 
@@ -45,7 +46,7 @@ def tiny_cfg(**overrides) -> TrainConfig:
                  learning_rate=1e-2, warmdown_ratio=0.25)
     knobs.update(overrides)
     seed = knobs.pop("seed", 0)
-    return TrainConfig.from_lane_b(DEFAULTS["lane_b"], seed=seed, **knobs)
+    return TrainConfig.from_lane_b(defaults()["lane_b"], seed=seed, **knobs)
 
 
 def quiet(_line: str) -> None:
@@ -154,7 +155,7 @@ def test_training_learns_logs_nanochat_lines_and_checkpoints(tmp_path):
     assert lines[-1].startswith("Time-to-target (val_bpb): ")
     assert (tmp_path / "train.log").read_text().splitlines() == lines
     state = torch.load(result.checkpoint_path, weights_only=True)
-    assert state["step"] == 8 and state["loop"]["evals"] == [list(e) for e in result.evals]
+    assert state["step"] == 8 and [tuple(e) for e in state["state"]["evals"]] == list(result.evals)
 
 
 def test_trainer_log_round_trips_through_the_parser(tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kernels.errors import ExpspecError
-from kernels.training_log import parse_training_log
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.train.training_log import parse_training_log
 
 DATA = Path(__file__).parent / "data"
 

@@ -2,8 +2,8 @@
 
 Why: arXiv 2602.07488 predicts the data-scaling exponent of the loss, L(D) = A D^-alpha
 + L_inf, from two statistics of the data alone: alpha = gamma / (2 beta), with beta the
-correlation decay (kernels/correlation.py) and gamma the entropy decay
-(kernels/entropy.py). With alpha fixed, two or three short training runs calibrate A and
+correlation decay (lane_b/correlation.py) and gamma the entropy decay
+(lane_b/entropy.py). With alpha fixed, two or three short training runs calibrate A and
 L_inf, and the curve is solved for the tokens D that reach a target metric:
 
     gate:       alpha_min <= alpha <= alpha_max         (else: implausible_alpha)
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from kernels.errors import ExpspecError
-from kernels.power_law import r2_score
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import r2_score
 
 DIRECTIONS = ("lower_is_better", "higher_is_better")
 STATUSES = ("ok", "implausible_alpha", "threshold_below_floor", "likely_unreachable",

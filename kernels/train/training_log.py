@@ -25,8 +25,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kernels.errors import ExpspecError
-from kernels.time_to_target import TimeToTarget, finite_min, step_time_medians, time_to_target
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.train.summary import RunSummary, summarize
+from expspec.kernels.train.time_to_target import TimeToTarget, finite_min, step_time_medians, time_to_target
 
 STEP_RE = re.compile(r"^step (\d{5,})(?:/(\d+))?(?= |$)(.*)$")
 EVAL_RE = re.compile(r"^Step (\d+) \| Validation bpb: ([-+\w.]+)\s*$")
@@ -61,9 +62,18 @@ class TrainingLog:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def run_summary(self, threshold: float) -> RunSummary:
+        """The log as a RunSummary, scored at ``threshold`` like a builtin run."""
+        ttt = self.time_to_target_for(threshold)
+        steps = self.last_step + 1  # step lines count from 0
+        return summarize("ok" if self.failed_at_step < 0 else "failed", steps, self.num_iterations,
+                         self.n_scaling_params, self.total_batch_size, self.evals, self.eval_train_times, ttt,
+                         self.tok_per_sec_median, self.dt_median_ms, self.train_time_sec, list(self.notes),
+                         grad_accum_steps=self.grad_accum_steps, log_path=self.path, backend="nanochat")
+
     def time_to_target_for(self, threshold: float, lower_is_better: bool = True,
                            fit: str = "power_law") -> TimeToTarget:
-        """Score this log by the same rule as a builtin run (kernels/time_to_target.py)."""
+        """Score this log by the same rule as a builtin run (train/time_to_target.py)."""
         return time_to_target(self.evals, self.eval_train_times, threshold,
                               self.num_iterations or self.last_step + 1, self.dt_median_ms / 1000,
                               lower_is_better, fit)

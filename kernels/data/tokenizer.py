@@ -2,7 +2,7 @@
 
 Spec strings: ``bpe:VOCAB`` trains a byte-level BPE of that vocabulary size on the
 training split (cached under ``$EXPSPEC_CACHE/tokenizers`` keyed by the corpus
-fingerprint) and ``model:NAME`` uses the tokenizer of a causal LM (see kernels/lm.py).
+fingerprint) and ``model:NAME`` uses the tokenizer of a causal LM (see models/pretrained.py).
 
 ``token_bytes`` gives, per token id, the number of UTF-8 bytes it stands for, with 0
 for special tokens: bits-per-byte = sum(nats) / (ln 2 * sum(bytes)) is comparable
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.errors import ExpspecError
-from kernels.lm import cache_root, resolve_model_path
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.models.pretrained import cache_root, resolve_model_path
 
 EOS = "<|endoftext|>"
 

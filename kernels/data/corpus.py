@@ -19,12 +19,14 @@ import gzip
 import hashlib
 import json
 import re
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "data"
+# Shipped data lives in the fixtures package (fixtures/data; expspec/fixtures/data when installed).
+DATA_DIR = Path(str(resources.files("expspec.fixtures") / "data"))
 EMBEDDED = {"austen": DATA_DIR / "austen"}
 
 

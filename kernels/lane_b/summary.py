@@ -1,7 +1,7 @@
 """Lane B run guide, steps 7-8 and run-all: the 21-column log and the decision.
 
 Step 7 appends one row per candidate run to lane_b_inference_schema.csv (the fixed
-21 columns of kernels/results_csv.py; diagnostics go into ``notes`` as key=value).
+21 columns of lane_b/schema.py; diagnostics go into ``notes`` as key=value).
 Step 8 decides, per seed, which candidate reached the target fastest (score = measured
 time-to-target, else the extrapolated one; lowest wins; a tie or no score at all is
 ``tie_or_missing``; only accepted candidates - those that reach the threshold, measured
@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from kernels.lane_b_pipeline import (LaneB, accepted, baseline_id, current_candidates, read_n_scaling_params,
+from expspec.kernels.lane_b.pipeline import (LaneB, accepted, baseline_id, current_candidates, read_n_scaling_params,
                                      step_calibrate, step_calibration_points, step_candidates, step_infer,
                                      step_scaling_params, step_stats)
-from kernels.results_csv import append_rows, format_notes, utc_timestamp
-from kernels.run_cache import git_commit, read_json, write_json_atomic
-from kernels.time_to_target import time_to_target
+from expspec.kernels.lane_b.schema import append_rows
+from expspec.kernels.tables import format_notes, utc_timestamp
+from expspec.kernels.atomic_io import read_json, write_json_atomic
+from expspec.kernels.provenance import git_commit
+from expspec.kernels.train.time_to_target import time_to_target
 
 DECISION_PRIORITY = ("inferred", "confirmation", "fallback")
 TIE_OR_MISSING = "tie_or_missing"
@@ -180,7 +182,7 @@ def run_all(lb: LaneB, stop_when_unsolved: bool = True) -> dict:
 
 def run_pipeline(lb: LaneB) -> dict:
     """Everything, 0-8, as the smoke/hero fixtures run it (fallback runs included)."""
-    from kernels.lane_b_pipeline import step_baselines
+    from expspec.kernels.lane_b.pipeline import step_baselines
 
     step_baselines(lb)
     return run_all(lb, stop_when_unsolved=False)

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 @dataclass
 class TrainConfig:
@@ -38,7 +38,7 @@ class TrainConfig:
     target_threshold: float  # nan = no target
     checkpoint_every: int  # 0 = only at the end
     resume_from: str  # "" or a checkpoint.pt path
-    model: str  # "tiny_gpt" or an HF id / local dir (kernels.lm.load_causal_lm)
+    model: str  # "tiny_gpt" or an HF id / local dir (expspec.kernels.models.pretrained.load_causal_lm)
 
     @classmethod
     def from_lane_b(cls, lane_b: Mapping[str, Any], seed: int, **overrides) -> "TrainConfig":

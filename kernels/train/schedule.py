@@ -16,7 +16,7 @@ The multiplier for optimizer step ``it`` (0-based) of a ``num_iterations`` horiz
 
 from __future__ import annotations
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 
 def lr_multiplier(it: int, num_iterations: int, warmup_ratio: float, warmdown_ratio: float,

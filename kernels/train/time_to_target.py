@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kernels.errors import ExpspecError
-from kernels.power_law import fit_power_law
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import fit_power_law
 
 # Step-time medians skip the first steps of a run (allocator warm-up, compilation,
 # caches): they are not the steady-state speed the medians are meant to describe.
@@ -75,7 +75,7 @@ def fit_crossing_step(steps: Sequence[float], values: Sequence[float], threshold
                       fit: str = "power_law") -> tuple[float, dict]:
     """Step at which a curve fitted through (steps, values) meets ``threshold``.
 
-    ``power_law``: v = A s^-e (kernels.power_law, log-log least squares, >= 2 points);
+    ``power_law``: v = A s^-e (expspec.kernels.fit.power_law, log-log least squares, >= 2 points);
     ``power_law_offset``: v = A s^-e + c (>= 3 points; a floor c beyond the threshold
     makes it unreachable); ``linear``: v = a + b s. Returns (inf, fit) when the curve
     moves away from the threshold or never meets it.

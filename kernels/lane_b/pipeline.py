@@ -6,18 +6,18 @@ fixtures can run them all, and a file from a real GPU run drops in unchanged:
 
     0 baselines          runs/<id>/train.log, results.csv, threshold.json, threshold.env
     1 scaling-params     scaling_params.json, n_scaling_params.txt
-    2 stats              stats.json                        (kernels/lane_b_stats.py)
+    2 stats              stats.json                        (lane_b/stats.py)
     3 calibrate          runs/<id>/train.log, one SEPARATE run per calib_iters value
     4 calibration-points calibration.json, calibration.env
-    5 infer              infer.json                        (kernels/scaling.py)
+    5 infer              infer.json                        (lane_b/scaling.py)   
     6 candidates         runs/<id>/train.log, candidate_runs.csv
-    (7 log, 8 summary: kernels/lane_b_summary.py)
+    (7 log, 8 summary: lane_b/summary.py)
 
 Why separate calibration runs: a point read off one run's curve mid-training is
 confounded by that run's LR warmdown (the original pipeline did that); each D here is
 the final val_bpb of a run whose whole schedule spans D tokens.
 
-Training goes through ``train_run``: the built-in trainer (kernels/train.py), or the
+Training goes through ``train_run``: the built-in trainer (kernels/train/), or the
 ``nanochat`` backend, which runs a command template as a subprocess in
 ``lane_b.nanochat_dir`` and reads its log with the same parser.
 """
@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import shlex
+import shutil
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -37,10 +38,11 @@ from typing import Callable
 
 import numpy as np
 
-from kernels.errors import ExpspecError
-from kernels.results_csv import append_csv_rows, read_csv_rows
-from kernels.run_cache import read_json, write_json_atomic, write_text_atomic
-from kernels.training_log import parse_training_log
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.tables import append_csv_rows, read_csv_rows
+from expspec.kernels.atomic_io import read_json, write_json_atomic, write_text_atomic
+from expspec.kernels.train.summary import RunSummary
+from expspec.kernels.train.training_log import parse_training_log
 
 RESULTS_COLUMNS = ("run_id", "seed", "num_iterations", "min_val_bpb", "final_val_bpb", "status", "log")
 CANDIDATE_COLUMNS = ("run_id", "seed", "lane_b_decision", "ratio", "num_iterations", "tokens", "status",
@@ -75,13 +77,13 @@ class LaneB:
 
     @cached_property
     def split(self):
-        from kernels.corpus import load_corpus
+        from expspec.kernels.data.corpus import load_corpus
 
         return load_corpus(self.common["corpus"], self.common["val_fraction"])
 
     @cached_property
     def data(self) -> TrainData:
-        from kernels.tokenizer import get_tokenizer
+        from expspec.kernels.data.tokenizer import get_tokenizer
 
         tok = get_tokenizer(self.lane_b["train_tokenizer"], [d.text for d in self.split.train],
                             self.split.fingerprint)
@@ -131,37 +133,39 @@ def read_env_value(path: Path, name: str) -> float:
 
 
 def _train_config(lb: LaneB, seed: int, **overrides):
-    from kernels.train_config import TrainConfig
+    from expspec.kernels.train.config import TrainConfig
 
     return TrainConfig.from_lane_b(lb.lane_b, seed=seed, device=lb.device, **overrides)
 
 
 def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan"), **overrides) -> dict:
-    """One training run (builtin or nanochat) -> a flat summary dict; logs under runs/<run_id>/."""
+    """One training run (builtin or nanochat) -> its RunSummary as a dict, kept in
+    runs/<run_id>/run.json. A finished run (its run.json exists) is never trained again;
+    an unfinished one (killed mid-run) starts over in a clean folder."""
     out = lb.path("runs") / run_id
     done = out / "run.json"
-    if done.is_file():  # a finished run is never trained twice in one work dir
+    if done.is_file():
         return read_json(done, "run summary")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     if lb.lane_b["backend"] == "nanochat":  # the backend word is checked when the config is resolved
         summary = _nanochat_run(lb, run_id, seed, threshold, out, **overrides)
     else:
-        from kernels.train import train
+        from expspec.kernels.train.loop import train
 
         cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
         lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
-        result = train(cfg, lb.data.train, lb.data.val, lb.data.token_bytes, log=lambda line: None, out_dir=out)
-        summary = {k: getattr(result, k) for k in (
-            "status", "steps", "horizon", "n_scaling_params", "tokens_trained", "evals", "final_val_bpb",
-            "min_val_bpb", "time_to_target_sec_measured", "time_to_target_sec_extrapolated",
-            "time_to_target_method", "reached_within_horizon", "tok_per_sec_median", "dt_median_ms",
-            "train_time_sec", "eval_train_times", "notes")}
-    summary.update(run_id=run_id, seed=seed, log=str((out / "train.log").relative_to(lb.work_dir)))
-    write_json_atomic(done, summary)
+        summary = train(cfg, lb.data.train, lb.data.val, lb.data.token_bytes, log=lambda line: None, out_dir=out,
+                        label=f"train {run_id}")
+    summary.run_id, summary.seed = run_id, seed
+    summary.log = str((out / "train.log").relative_to(lb.work_dir))
+    summary.train_losses = []  # the log has them; run.json stays small
+    write_json_atomic(done, summary.to_dict())
     return read_json(done, "run summary")
 
 
-def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path, **overrides) -> dict:
+def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path, **overrides) -> RunSummary:
     cwd = Path(lb.lane_b["nanochat_dir"] or ".").expanduser()
     if not cwd.is_dir():
         raise ExpspecError(f"lane_b.nanochat_dir {cwd}: no such folder (the nanochat checkout)")
@@ -185,18 +189,7 @@ def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path
             raise ExpspecError(f"lane_b.nanochat_command: cannot run {argv[0]!r} ({exc})") from None
     if proc.returncode != 0:
         raise ExpspecError(f"nanochat run {run_id} exited {proc.returncode}; its log is {out / 'train.log'}")
-    parsed = parse_training_log(out / "train.log")
-    ttt = parsed.time_to_target_for(threshold)
-    steps = parsed.last_step + 1  # step lines count from 0
-    return {"status": "ok" if parsed.failed_at_step < 0 else "failed", "steps": steps,
-            "horizon": parsed.num_iterations, "n_scaling_params": parsed.n_scaling_params,
-            "tokens_trained": steps * parsed.total_batch_size, "evals": parsed.evals,
-            "final_val_bpb": parsed.evals[-1][1], "min_val_bpb": parsed.min_val_bpb,
-            "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec,
-            "time_to_target_method": ttt.method, "reached_within_horizon": ttt.reached_within_horizon,
-            "tok_per_sec_median": parsed.tok_per_sec_median, "dt_median_ms": parsed.dt_median_ms,
-            "train_time_sec": parsed.train_time_sec, "eval_train_times": parsed.eval_train_times,
-            "notes": "; ".join(parsed.notes)}
+    return parse_training_log(out / "train.log").run_summary(threshold)
 
 
 # ---- step 0 -------------------------------------------------------------------------
@@ -240,7 +233,8 @@ def derive_threshold(lb: LaneB) -> dict:
 
 # ---- steps 1-2 ----------------------------------------------------------------------
 def step_scaling_params(lb: LaneB) -> dict:
-    from kernels.train import build_model, scaling_params
+    from expspec.kernels.models.params import scaling_params
+    from expspec.kernels.train.loop import build_model
 
     groups = scaling_params(build_model(_train_config(lb, seed=0), len(lb.data.token_bytes)))
     write_json_atomic(lb.path("scaling_params.json"), groups)
@@ -260,7 +254,7 @@ def step_stats(lb: LaneB) -> dict:
     if lb.stats_fn is not None:
         stats = lb.stats_fn(lb)
     else:
-        from kernels.lane_b_stats import corpus_stats
+        from expspec.kernels.lane_b.stats import corpus_stats
 
         stats = corpus_stats(lb.lane_b, lb.common, lb.split, device=lb.device, log=lb.log)
     write_json_atomic(lb.path("stats.json"), stats)
@@ -326,8 +320,8 @@ def read_stats_alpha(path: str | Path) -> tuple[float, tuple | None, dict]:
 def infer_record(lane_b: dict, alpha: float, alpha_ci, points, threshold: float, n_params: float,
                  direction: str) -> dict:
     """The gate (with its review hatch) then infer_budget: the infer.json record."""
-    from kernels.lane_b_stats import alpha_gate
-    from kernels.scaling import infer_budget
+    from expspec.kernels.lane_b.stats import alpha_gate
+    from expspec.kernels.lane_b.scaling import infer_budget
 
     gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"])
     record = infer_budget(alpha, points, threshold, n_params, direction=direction,

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 
 def token_windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, device):

@@ -17,13 +17,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kernels.config import CHOICES, check_review
-from kernels.corpus import CorpusSplit
-from kernels.correlation import correlation_decay, stream_fingerprint
-from kernels.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
-from kernels.errors import ExpspecError
-from kernels.scaling import alpha_from_exponents, alpha_interval, alpha_plausible
-from kernels.tokenizer import Tokenizer, get_tokenizer
+from expspec.kernels.lane_b.config import CHOICES, check_review
+from expspec.kernels.data.corpus import CorpusSplit
+from expspec.kernels.lane_b.correlation import correlation_decay, stream_fingerprint
+from expspec.kernels.lane_b.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.scaling import alpha_from_exponents, alpha_interval, alpha_plausible
+from expspec.kernels.data.tokenizer import Tokenizer, get_tokenizer
 
 NGRAM_MAX_ORDER = 12
 
@@ -36,13 +36,13 @@ def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: To
                    train_stream: np.ndarray, val_stream: np.ndarray, device: str, log: Callable):
     """The LM whose per-position loss gives L_n; it must read ``tok``'s token ids."""
     if tok.model:
-        from kernels.lm import load_causal_lm
+        from expspec.kernels.models.pretrained import load_causal_lm
 
         name = tok.model
         log(f"entropy model: pretrained {name} (same tokenizer as the correlation stream)")
         model, _ = load_causal_lm(name, device=device)
         return model, f"pretrained:{name}"
-    from kernels.train import TrainConfig, train
+    from expspec.kernels.train.loop import TrainConfig, train
 
     cfg = TrainConfig.from_lane_b(lane_b, seed=common["seed"], device=device,
                                   num_iterations=lane_b["entropy_train_iters"],
@@ -59,7 +59,7 @@ def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: To
 def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: CorpusSplit,
                  device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Everything stats.json holds; see the module docstring."""
-    allowed = CHOICES[("lane_b", "entropy")]  # resolve_config checks it too; this guards direct callers
+    allowed = CHOICES["entropy"]  # resolve_config checks it too; this guards direct callers
     if lane_b["entropy"] not in allowed:
         raise ExpspecError(f"lane_b.entropy: expected one of {', '.join(allowed)}, got {lane_b['entropy']!r}")
     timings: dict[str, float] = {}

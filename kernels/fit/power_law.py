@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from kernels.errors import ExpspecError
+from expspec.kernels.errors import ExpspecError
 
 CI_LEVEL = 0.95
 

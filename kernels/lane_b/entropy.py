@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from kernels.errors import ExpspecError
-from kernels.power_law import PowerLawFit, fit_power_law
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import PowerLawFit, fit_power_law
 
 GAMMA_FORMS = ("offset_free", "offset")
 FIRST_FITTED_CONTEXT = 2  # default window starts at n = 2: see ``default_window``

@@ -1,0 +1,113 @@
+"""Lane B's knobs: one default each, registered with the core config as a Family.
+
+The names are the worksheet's and the run guide's (every knob also reads from the
+seed's ``LANE_B_<KEY>`` environment variable). Profiles change them per scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from expspec.kernels.config import Family
+from expspec.kernels.errors import ExpspecError
+
+KNOBS: dict[str, Any] = {
+    # --- data / tokenizer / statistics (worksheet steps 1-5) ---
+    "dataset_id": "austen",
+    # bpe:VOCAB (trained on the corpus, cached) or model:NAME. Both exponents use it, so
+    # model:NAME also makes that pretrained LM the entropy model.
+    "tokenizer": "model:smollm2-135m-instruct",
+    "stats_max_docs": 0,  # 0 = all documents
+    "stats_max_tokens": 1_000_000,  # tokens of the stream used for the statistics
+    "lags": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192],
+    "floor_factor": 3.0,  # a lag is usable while its norm exceeds this x the noise floor
+    "bootstrap": 200,  # bootstrap resamples for the CIs of beta and gamma
+    "entropy": "model",  # model (per-position loss of a trained LM) | ngram (plug-in, biased)
+    "entropy_context_len": 128,  # T: L_n is measured for n = 1..T-1
+    "entropy_windows": 256,  # random validation windows averaged per position
+    "entropy_train_iters": 300,  # steps of the tiny GPT used for the entropy curve
+    "entropy_fit_bins": 16,  # fit L_n on this many log-spaced bins of n (0 = every n)
+    "gamma_form": "offset_free",  # offset_free (paper: L_n = A n^-g) | offset (seed: L_n - H_inf)
+    "alpha_min": 0.2,  # the worksheet's plausibility gate
+    "alpha_max": 0.8,
+    "alpha_review": {},  # {decision = "accepted"|"rejected", by = "...", reason = "..."}
+    # --- model / trainer (run guide steps 0-6) ---
+    "depth": 2,
+    "aspect_ratio": 64,
+    "head_dim": 64,
+    "max_seq_len": 128,
+    "device_batch_size": 16,
+    "total_batch_size": 4096,  # tokens per optimizer step (gradient accumulation reaches it)
+    "num_iterations": -1,  # > 0 fixes the horizon; else ratio x n_scaling_params / batch
+    "target_param_data_ratio": 10.5,
+    "learning_rate": 3e-3,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.0,
+    "warmdown_ratio": 0.4,
+    "final_lr_frac": 0.0,
+    "eval_every": 25,
+    "eval_tokens": 65_536,
+    "train_tokenizer": "bpe:4096",  # tokenizer of the trained runs (val_bpb is tokenizer-free)
+    "model": "tiny_gpt",  # tiny_gpt (random init from depth/aspect_ratio/head_dim) or an HF id/dir
+    "device": "cpu",  # the pytest fixtures pass the worker's device instead
+    "checkpoint_every": 0,  # 0 = checkpoint only at the end
+    "resume_from": "",  # a checkpoint.pt to continue from
+    "backend": "builtin",  # builtin | nanochat
+    "nanochat_dir": "",
+    "nanochat_command": (
+        "torchrun --standalone --nproc_per_node=8 -m scripts.base_train --depth={depth} "
+        "--seed={seed} --target-param-data-ratio={ratio} --num-iterations={num_iterations} --run={run_id}"
+    ),
+    # --- targets, calibration, candidates ---
+    "target_metric": "val_bpb",
+    "direction": "lower_is_better",
+    "target_threshold": float("nan"),  # nan = derive from baselines (step 0)
+    "threshold_offset": 0.02,
+    "baseline_seeds": [41, 42, 43],
+    "baseline_num_iterations": 200,
+    "calib_iters": [50, 100, 200],
+    "calib_r2_min": 0.9,
+    "run_seeds": [41, 42],
+    "default_ratio": 10.5,
+    "unreachable_factor": 10.0,
+    "confirmation_factor": 1.05,
+    "skip_existing_run_ids": True,
+    "work_dir": "",  # "" = <reports-dir>/work/<recipe key> (persistent: finished runs are reused)
+}
+
+# Knobs that take one of a few words: checked when the config is resolved, so a typo
+# fails before any step runs, not halfway through one.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "entropy": ("model", "ngram"),
+    "gamma_form": ("offset_free", "offset"),
+    "direction": ("lower_is_better", "higher_is_better"),
+    "backend": ("builtin", "nanochat"),
+    "target_metric": ("val_bpb",),
+}
+REVIEW_DECISIONS = ("accepted", "rejected")
+
+
+def check_review(review: Mapping[str, Any]) -> None:
+    """A manual review is empty, or {decision = accepted|rejected, by = ..., reason = ...}."""
+    if not review:
+        return
+    missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
+    if missing or review.get("decision") not in REVIEW_DECISIONS or set(review) - {"decision", "by", "reason"}:
+        raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
+                           f"reason = ...}}, got {dict(review)}")
+
+
+def validate(table: Mapping[str, Any]) -> None:
+    check_review(table["alpha_review"])
+
+
+FAMILY = Family(
+    name="lane_b",
+    title="Lane B",
+    knobs=KNOBS,
+    choices=CHOICES,
+    validate=validate,
+    seed_env_prefix="LANE_B_",
+    free_text=("alpha_review.by", "alpha_review.reason", "work_dir"),
+    cli="expspec.kernels.lane_b.cli:add_commands",
+)
