@@ -1,4 +1,4 @@
-"""The ``expspec`` command runs experiment steps by hand, with the same config as pytest.
+"""The ``expspec`` command: run experiment steps by hand, with the same config as pytest.
 
 Every subcommand takes ``--scale smoke|hero``, ``--profile PATH`` and ``--set
 family.key=value`` and resolves them through the same function as the pytest plugin
@@ -82,8 +82,8 @@ def _family_hook(spec: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="expspec",
-        description="expspec runs the steps of language-model experiments by hand, resolving "
-                    "scale, profile and overrides exactly as its pytest plugin does.")
+        description="Run the steps of language-model experiments by hand, resolving scale, "
+                    "profile and overrides exactly as expspec's pytest plugin does.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("config", help="print the resolved config as JSON")
     add_config_args(p)

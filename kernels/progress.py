@@ -81,3 +81,16 @@ def read_status(folder: str | Path) -> list[dict]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def track(iterable, label: str, total: int | None = None):
+    """tqdm over ``iterable`` (quiet off a TTY) that also reports ``label i/total``."""
+    from tqdm import tqdm
+
+    total = len(iterable) if total is None else total
+    try:
+        for i, item in enumerate(tqdm(iterable, desc=label, total=total, disable=None, leave=False)):
+            advance(label, i, total)
+            yield item
+    finally:
+        advance(label, total, total)

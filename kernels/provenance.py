@@ -31,7 +31,8 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The repository's HEAD (with '+dirty' when the tree has changes), or 'unknown'."""
+    """The HEAD of the repository holding ``cwd`` (default: expspec's own checkout), with
+    '+dirty' when the tree has changes, or 'unknown'."""
     cwd = cwd or REPO_DIR
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
@@ -43,3 +44,15 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def expspec_version() -> str:
+    """The installed expspec distribution's version (and its commit when run from a checkout)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("expspec")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    commit = git_commit(REPO_DIR) if (REPO_DIR / ".git").exists() else ""
+    return f"{version} ({commit})" if commit else version

@@ -43,7 +43,7 @@ from filelock import FileLock
 from expspec.kernels.atomic_io import jsonable, read_json, write_json_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.progress import stage
-from expspec.kernels.provenance import git_commit
+from expspec.kernels.provenance import expspec_version, git_commit
 
 ROOT_PACKAGE = "expspec"
 
@@ -59,8 +59,8 @@ def _module_source(name: str) -> tuple[str | None, bool]:
     return spec.origin, spec.submodule_search_locations is not None
 
 
-def _imports_of(name: str, path: str, is_package: bool, root: str) -> set[str]:
-    """Modules under ``root`` that the source of ``name`` imports, anywhere in the file."""
+def _imports_of(name: str, path: str, is_package: bool, roots: frozenset[str]) -> set[str]:
+    """Modules under ``roots`` that the source of ``name`` imports, anywhere in the file."""
     tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
     package = name if is_package else name.rpartition(".")[0]
     found = set()
@@ -75,13 +75,17 @@ def _imports_of(name: str, path: str, is_package: bool, root: str) -> set[str]:
                 base = ".".join(parts + ([node.module] if node.module else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {m for m in found if m == root or m.startswith(root + ".")}
+    return {m for m in found if m.split(".")[0] in roots}
 
 
-def module_closure(modules: Iterable[str], root: str = ROOT_PACKAGE) -> list[str]:
-    """Every module under ``root`` that ``modules`` import, transitively, with their parent
-    packages (whose ``__init__`` runs on import). Names that are not modules (a class
-    imported with ``from m import Name``) drop out."""
+def module_closure(modules: Iterable[str], roots: Iterable[str] = ()) -> list[str]:
+    """Every module that ``modules`` import, transitively, inside ``expspec``, the top-level
+    packages of ``modules`` themselves (a user's own experiment package) and ``roots``,
+    with their parent packages (whose ``__init__`` runs on import). Names that are not
+    modules (a class imported with ``from m import Name``) drop out; third-party
+    libraries are pinned by the environment, not hashed."""
+    modules = list(modules)
+    roots = frozenset({ROOT_PACKAGE, *roots, *(m.split(".")[0] for m in modules)})
     todo, seen, closure = list(modules), set(), set()
     while todo:
         name = todo.pop()
@@ -94,7 +98,7 @@ def module_closure(modules: Iterable[str], root: str = ROOT_PACKAGE) -> list[str
         if path is None:
             continue
         closure.add(name)
-        todo.extend(_imports_of(name, path, is_package, root))
+        todo.extend(_imports_of(name, path, is_package, roots))
     return sorted(closure)
 
 
@@ -126,9 +130,10 @@ class CacheEntry:
 
 
 class RunCache:
-    def __init__(self, root: str | Path, fresh_since: float | None = None):
+    def __init__(self, root: str | Path, fresh_since: float | None = None, repo: str | Path | None = None):
         self.root = Path(root)
         self.fresh_since = fresh_since
+        self.repo = repo  # the experiment's repository, whose commit meta.json records
 
     def key(self, family: str, step: str, knobs: Any, inputs: Mapping[str, str] | None = None,
             code: dict | None = None) -> str:
@@ -183,7 +188,8 @@ class RunCache:
                 with stage(f"{family} {step}"):
                     result = fn(work)
                 meta = {"family": family, "step": step, "key": key, "knobs": knobs,
-                        "inputs": dict(inputs or {}), "code": fingerprint, "git_commit": git_commit(),
+                        "inputs": dict(inputs or {}), "code": fingerprint, "git_commit": git_commit(self.repo),
+                        "expspec": expspec_version(),
                         "seconds": round(time.time() - started, 3),
                         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 write_json_atomic(work / "meta.json", meta)

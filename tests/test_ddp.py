@@ -35,7 +35,7 @@ def test_two_gloo_processes_match_the_single_process_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-           "-m", "expspec.kernels.train.loop", "--config", str(tmp_path / "cfg.json"),
+           "-m", "expspec.kernels.train.launch", "--config", str(tmp_path / "cfg.json"),
            "--data", str(tmp_path / "data.npz"), "--out-dir", str(tmp_path / "ddp"), "--threads", "1"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

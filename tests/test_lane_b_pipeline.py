@@ -164,7 +164,7 @@ def test_nanochat_backend_runs_the_command_and_parses_its_log(tmp_path, corpus_f
     cfg = TrainConfig.from_lane_b(base.lane_b, seed=7, num_iterations=20, target_threshold=4.0)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.__dict__))
     np.savez(tmp_path / "data.npz", train=base.data.train, val=base.data.val, token_bytes=base.data.token_bytes)
-    command = (f"{sys.executable} -m expspec.kernels.train.loop --config {tmp_path}/cfg.json --data {tmp_path}/data.npz "
+    command = (f"{sys.executable} -m expspec.kernels.train.launch --config {tmp_path}/cfg.json --data {tmp_path}/data.npz "
                f"--out-dir {tmp_path}/trainer-out --threads 1")
     lb = lane(tmp_path, corpus_file, "lane_b.backend=nanochat", f"lane_b.nanochat_dir={tmp_path}",
               f"lane_b.nanochat_command={command}")

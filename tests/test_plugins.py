@@ -112,3 +112,40 @@ def test_bad_options_fail_in_one_line_and_write_nothing(demo, args, message):
     assert result.ret != 0
     assert message in result.stderr.str()
     assert not (demo.path / "out").exists()
+
+
+PROGRESS_DEMO = textwrap.dedent('''
+    import time
+    import pytest
+    from expspec.fixtures.scale import SCALES
+    from expspec.kernels.progress import advance, stage
+
+    pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session")]
+
+    def test_long_step(scale):
+        with stage("demo fit"):
+            for i in range(30):
+                advance("epoch", i, 30)
+                time.sleep(0.1)
+''')
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["n0", "n2"])
+def test_progress_shows_family_and_step_also_under_xdist(pytester, xdist):
+    pytester.makepyfile(**{"experiments/test_progress_demo": PROGRESS_DEMO})
+    result = pytester.runpytest_subprocess("--reports-dir", "out", "-s" if not xdist else "-q", *xdist)
+    result.assert_outcomes(passed=1)
+    lines = [line for line in result.stdout.lines if line.startswith("[expspec ")]
+    assert lines and "demo fit" in lines[0] and ("gw" in lines[0]) == bool(xdist), result.stdout.str()
+
+
+def test_cli_config_resolves_like_pytest(capsys):
+    from expspec.kernels.cli import main
+    from expspec.kernels.config import resolve_scale
+
+    assert main(["config", "--scale", "smoke", "--set", "lane_b.depth=3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = resolve_scale("smoke", None, ["lane_b.depth=3"])
+    assert printed["lane_b"]["depth"] == 3 and printed["lane_b"]["calib_iters"] == expected["lane_b"]["calib_iters"]
+    assert main(["config", "--set", "lane_b.nope=1"]) == 2
+    assert "unknown key lane_b.nope" in capsys.readouterr().err

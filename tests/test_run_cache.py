@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +87,80 @@ def test_file_fingerprint(tmp_path):
     assert first == file_fingerprint(tmp_path)
     (tmp_path / "a.txt").write_text("two")
     assert first != file_fingerprint(tmp_path)
+
+
+# ---- keys follow the code a step really uses ---------------------------------------------
+
+FAKE = {
+    "labpkg/__init__.py": "",
+    "labpkg/core.py": "SCALE = 1\n",
+    "labpkg/plots.py": "def draw():\n    return 'png'\n",
+    "labpkg/fam_a/__init__.py": "",
+    "labpkg/fam_a/kernel.py": ("from labpkg.core import SCALE\n\n"
+                               "def step(work):\n    from labpkg.fam_a import helper\n"
+                               "    return {'v': helper.value() * SCALE}\n"),
+    "labpkg/fam_a/helper.py": "def value():\n    return 2\n",
+    "labpkg/fam_b/__init__.py": "",
+    "labpkg/fam_b/kernel.py": "from labpkg import core, plots\n\ndef step(work):\n    return {'v': 3}\n",
+}
+
+
+@pytest.fixture
+def labpkg(tmp_path, monkeypatch):
+    for rel, text in FAKE.items():
+        path = tmp_path / "src" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    for name in [m for m in sys.modules if m == "labpkg" or m.startswith("labpkg.")]:
+        monkeypatch.delitem(sys.modules, name)  # an earlier test's copy lives in another tmp dir
+    yield tmp_path / "src" / "labpkg"
+    for name in [m for m in sys.modules if m == "labpkg" or m.startswith("labpkg.")]:
+        del sys.modules[name]
+
+
+def test_closure_follows_imports_inside_functions(labpkg):
+    from expspec.kernels.run_cache import module_closure
+
+    assert module_closure(["labpkg.fam_a.kernel"]) == [
+        "labpkg", "labpkg.core", "labpkg.fam_a", "labpkg.fam_a.helper", "labpkg.fam_a.kernel"]
+    assert "labpkg.plots" in module_closure(["labpkg.fam_b.kernel"])
+
+
+def test_editing_another_family_keeps_an_entry_editing_the_kernel_recomputes(labpkg, tmp_path):
+    cache = RunCache(tmp_path / "cache")
+
+    def run(code_version=0):
+        return cache.get_or_compute("fam_a", "step", {"k": 1}, lambda work: {"v": 2}, code=["labpkg.fam_a.kernel"],
+                                    code_version=code_version)
+
+    first = run()
+    assert first.computed
+    (labpkg / "fam_b" / "kernel.py").write_text(FAKE["labpkg/fam_b/kernel.py"] + "# edited\n")
+    (labpkg / "plots.py").write_text(FAKE["labpkg/plots.py"] + "# a plot changed\n")
+    assert not run().computed and run().key == first.key  # unrelated family and plots: kept
+    (labpkg / "fam_a" / "helper.py").write_text("def value():\n    return 5\n")  # imported inside step()
+    second = run()
+    assert second.computed and second.key != first.key
+    assert run(code_version=2).computed  # an explicit version bump recomputes too
+    meta = json.loads((second.path / "meta.json").read_text())
+    assert "labpkg.fam_a.helper" in meta["code"]["modules"] and "labpkg.plots" not in meta["code"]["modules"]
+
+
+def test_lane_b_stats_key_ignores_plots_cli_and_reports():
+    from expspec.kernels.lane_b import stats
+    from expspec.kernels.run_cache import module_closure
+
+    closure = module_closure([stats.__name__])
+    assert "expspec.kernels.lane_b.correlation" in closure and "expspec.kernels.fit.power_law" in closure
+    for unrelated in ("expspec.kernels.plots", "expspec.kernels.cli", "expspec.kernels.reports",
+                      "expspec.kernels.lane_b.plots", "expspec.kernels.lane_b.cli", "expspec.kernels.lane_b.pipeline"):
+        assert unrelated not in closure
+
+
+def test_truncated_entry_is_recomputed(tmp_path):
+    cache = RunCache(tmp_path)
+    entry = cache.get_or_compute("f", "s", {}, lambda work: {"v": 1})
+    (entry.path / "result.json").write_text('{"v": ')  # a torn write from outside
+    again = cache.get_or_compute("f", "s", {}, lambda work: {"v": 1})
+    assert again.computed and again.result == {"v": 1}

@@ -18,7 +18,8 @@ from expspec.kernels.train.bpb import evaluate_bpb
 from expspec.kernels.train.schedule import lr_multiplier
 from expspec.kernels.train.time_to_target import fit_crossing_step, step_time_medians, time_to_target
 from expspec.kernels.models.params import scaling_params
-from expspec.kernels.train.loop import batch_starts, main, train
+from expspec.kernels.train.launch import main
+from expspec.kernels.train.loop import batch_starts, train
 from expspec.kernels.train.config import TrainConfig, horizon
 from expspec.kernels.train.training_log import parse_training_log
 

@@ -32,9 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, svds
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.progress import track
 from expspec.kernels.fit.power_law import fit_power_law, percentile_interval
 
 SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK for the top singular value
@@ -265,7 +265,7 @@ def _block_bootstrap_beta(tokens, window_lags, max_lag, vocab_size, max_pairs, n
     """Percentile interval of beta refitted on block-resampled streams over the same lags."""
     rng = np.random.default_rng([seed, 3])
     betas = []
-    for _ in tqdm(range(n_resamples), desc="block bootstrap of beta", disable=None, leave=False):
+    for _ in track(range(n_resamples), "block bootstrap of beta"):
         stream = block_resample(tokens, block_len, rng)
         positions = pair_positions(stream.size, max_lag, max_pairs, seed)
         norms = _norms_at_positions(stream, window_lags, positions, vocab_size).op_norm

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.progress import track
 from expspec.kernels.fit.power_law import PowerLawFit, fit_power_law
 
 GAMMA_FORMS = ("offset_free", "offset")
@@ -61,8 +61,7 @@ def per_position_loss(model, tokens, context_len: int, n_windows: int, seed: int
     model.eval()
     try:
         with torch.no_grad():
-            for first in tqdm(range(0, n_windows, batch_size), desc="per-position loss",
-                              disable=None, leave=False):
+            for first in track(range(0, n_windows, batch_size), "per-position loss"):
                 batch = torch.from_numpy(windows[first:first + batch_size]).to(device)
                 logits = model(batch).logits[:, :-1].float()
                 nats = torch.nn.functional.cross_entropy(

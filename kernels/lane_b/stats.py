@@ -42,7 +42,8 @@ def _entropy_model(lane_b: Mapping[str, Any], common: Mapping[str, Any], tok: To
         log(f"entropy model: pretrained {name} (same tokenizer as the correlation stream)")
         model, _ = load_causal_lm(name, device=device)
         return model, f"pretrained:{name}"
-    from expspec.kernels.train.loop import TrainConfig, train
+    from expspec.kernels.train.config import TrainConfig
+    from expspec.kernels.train.loop import train
 
     cfg = TrainConfig.from_lane_b(lane_b, seed=common["seed"], device=device,
                                   num_iterations=lane_b["entropy_train_iters"],

@@ -14,16 +14,14 @@ the batches an uninterrupted single-process run sees. Validation is a fixed set:
 first ``eval_tokens`` of the val stream in non-overlapping windows, evaluated at step
 0, every ``eval_every`` steps and at the end.
 
-Launch under ``torchrun --nproc_per_node=K -m expspec.kernels.train.loop --config C --data D`` for
+Launch under ``torchrun --nproc_per_node=K -m expspec.kernels.train.launch --config C --data D`` for
 DDP (gloo on CPU, nccl on CUDA); rank 0 logs, evaluates and checkpoints.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -40,13 +38,11 @@ from expspec.kernels.models.params import scaling_params
 from expspec.kernels.progress import advance
 from expspec.kernels.train.summary import RunSummary, summarize
 from expspec.kernels.train.time_to_target import WARMUP_STEPS_EXCLUDED, finite_min, step_time_medians, time_to_target
-from expspec.kernels.atomic_io import read_json, write_json_atomic
+from expspec.kernels.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, write_checkpoint
 from expspec.kernels.train.config import TrainConfig, horizon
+from expspec.kernels.train.launch import dist_setup
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
-RESUME_MAY_CHANGE = {"resume_from", "checkpoint_every", "device", "device_batch_size",
-                     "eval_every", "target_threshold"}
-CHECKPOINT_FORMAT = "expspec-train-1"
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, for mfu
 
 
@@ -72,47 +68,6 @@ def build_model(cfg: TrainConfig, vocab_size: int):
                                f"token_bytes ({vocab_size}); use that model's tokenizer")
     torch.manual_seed(cfg.seed)
     return model.train()
-
-
-def _dist_setup(cfg: TrainConfig):
-    """(rank, world, device, we_initialised) from torchrun's environment."""
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = cfg.device
-    if world > 1 and device.startswith("cuda"):
-        device = f"cuda:{local}"
-        torch.cuda.set_device(device)
-    owned = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        owned = True
-    return rank, world, torch.device(device), owned
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: str, cfg: TrainConfig, device) -> dict:
-    import torch
-
-    if not Path(path).is_file():
-        raise ExpspecError(f"train config: resume_from {path}: file not found")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ExpspecError(f"resume_from {path}: not an expspec trainer checkpoint")
-    for key, value in state["config"].items():
-        if key not in RESUME_MAY_CHANGE and getattr(cfg, key) != value:
-            raise ExpspecError(f"resume_from {path}: checkpoint has {key}={value!r}, "
-                               f"config has {getattr(cfg, key)!r}")
-    return state
 
 
 @dataclass
@@ -205,7 +160,7 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
     cfg.validate()
     vocab_size = len(token_bytes)
     train_tokens, val_tokens = _check_streams(cfg, train_tokens, val_tokens, vocab_size)
-    rank, world, device, owned_pg = _dist_setup(cfg)
+    rank, world, device, owned_pg = dist_setup(cfg)
     rows_per_micro = cfg.device_batch_size * world
     if cfg.total_batch_size % (rows_per_micro * cfg.max_seq_len):
         raise ExpspecError(f"train config: total_batch_size {cfg.total_batch_size} is not a multiple of "
@@ -220,7 +175,7 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
     cuda = device.type == "cuda"
     state = TrainState(notes=[f"timing medians exclude the first {WARMUP_STEPS_EXCLUDED} steps"])
     if cfg.resume_from:
-        saved = _load_checkpoint(cfg.resume_from, cfg, device)
+        saved = load_checkpoint(cfg.resume_from, cfg, device)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"].cpu())
@@ -271,7 +226,7 @@ def _log_header(tr: Trainer, vocab_size: int, rows_per_micro: int) -> None:
 def save_checkpoint(tr: Trainer, state: TrainState, path: Path) -> str:
     import torch
 
-    _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "config": tr.cfg.to_dict(), "step": state.step,
+    write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "config": tr.cfg.to_dict(), "step": state.step,
                             "model": tr.model.state_dict(), "optimizer": tr.opt.state_dict(),
                             "rng": torch.get_rng_state(), "state": state.to_dict()})
     return str(path)
@@ -400,45 +355,3 @@ def train(cfg: TrainConfig, train_tokens, val_tokens, token_bytes,
     finally:
         tr.close()
     return (result, tr.model.eval()) if return_model else result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``[torchrun ...] python -m expspec.kernels.train.loop --config cfg.json --data data.npz --out-dir DIR``.
-
-    cfg.json holds every TrainConfig field; data.npz holds ``train``, ``val`` and
-    ``token_bytes`` arrays. Rank 0 writes DIR/result.json (and train.log, checkpoint.pt).
-    """
-    parser = argparse.ArgumentParser(prog="python -m expspec.kernels.train.loop", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="JSON file with every TrainConfig field")
-    parser.add_argument("--data", required=True, help=".npz with train, val, token_bytes arrays")
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's choice)")
-    args = parser.parse_args(argv)
-    import torch
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        config = read_json(args.config, "config")
-        if not isinstance(config, dict):
-            raise ExpspecError(f"config {args.config}: expected a JSON object of TrainConfig fields")
-        cfg = TrainConfig.from_dict(config, where=f"config {args.config}")
-        try:
-            with np.load(args.data) as data:
-                missing = {"train", "val", "token_bytes"} - set(data.files)
-                if missing:
-                    raise ExpspecError(f"data {args.data}: missing arrays {sorted(missing)}")
-                train_tokens, val_tokens, token_bytes = data["train"], data["val"], data["token_bytes"]
-        except (OSError, ValueError) as exc:
-            raise ExpspecError(f"data {args.data}: not a readable .npz ({exc})") from None
-        result = train(cfg, train_tokens, val_tokens, token_bytes, out_dir=args.out_dir)
-    except ExpspecError as err:
-        print(f"error: {err}")
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_json_atomic(Path(args.out_dir) / "result.json", result.to_dict())
-    return 0 if result.status == "ok" else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
