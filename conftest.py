@@ -1,14 +1,14 @@
-"""expspec's pytest entry: load the plugins in fixtures/ (scale, devices, run cache,
-models, corpora, reports). Options: --set, --profile, --scale, --devices,
---reports-dir, --fresh (see `pytest --help`, group "expspec")."""
+"""This repo's own pytest entry. expspec's fixtures come from its installed ``pytest11``
+entry points (``expspec.fixtures.plugin`` and one plugin per family, see pyproject.toml),
+exactly as in any other repository that installs expspec; ``make setup`` installs it.
+pytester runs small sessions through those plugins in tests/."""
 
-pytest_plugins = [
-    "expspec.fixtures.scale",
-    "expspec.fixtures.devices",
-    "expspec.fixtures.run_cache",
-    "expspec.fixtures.models",
-    "expspec.fixtures.corpora",
-    "expspec.fixtures.reports",
-    "expspec.fixtures.lane_b",
-    "pytester",  # tests/test_plugins.py runs small sessions through these plugins
-]
+pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("expspec.fixtures.plugin"):
+        import pytest
+
+        raise pytest.UsageError("expspec's pytest plugin is not installed here: run `make setup` "
+                                "(or `pip install -e .`) first")
