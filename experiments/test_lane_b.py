@@ -11,7 +11,7 @@ import pytest
 
 from expspec.fixtures.scale import SCALES
 from expspec.kernels.lane_b.pipeline import CANDIDATE_COLUMNS, RESULTS_COLUMNS, read_env_value
-from expspec.kernels.lane_b.stats import alpha_gate
+from expspec.kernels.lane_b.review import alpha_gate
 from expspec.kernels.lane_b.schema import read_rows
 from expspec.kernels.tables import parse_notes, read_csv_rows
 from expspec.kernels.atomic_io import read_json
@@ -44,7 +44,7 @@ def test_alpha_plausibility(scale, lane_b_stats, lane_b_config, criterion):
     criterion.record("tokenizer", stats["tokenizer_id"])
     criterion.artifact(lane_b_stats.path / "stats.json")
     lo, hi = lane_b_config["alpha_min"], lane_b_config["alpha_max"]
-    gate = alpha_gate(alpha, stats["alpha_ci"], lo, hi, lane_b_config["alpha_review"])
+    gate = alpha_gate(alpha, stats["alpha_ci"], lo, hi, lane_b_config["alpha_review"], stats["fingerprint"])
     if gate["review"]:
         criterion.review(gate["review"])
     criterion.expect(f"alpha={alpha:.4f} {_ci(stats['alpha_ci'])} (beta={beta:.3f}, gamma={gamma:.3f})",

@@ -39,11 +39,13 @@ def test_precedence_profile_env_set(tmp_path):
 
 def test_set_types_and_dict():
     cfg = resolve_config(None, ["lane_b.skip_existing_run_ids=false", "lane_b.target_threshold=1.25",
-                                'lane_b.alpha_review={decision = "accepted", by = "me", reason = "r"}'],
+                                'lane_b.alpha_review={decision = "accepted", by = "me", reason = "r", '
+                                'fingerprint = "ab:bpe:1024", alpha_interval = [0.04, 0.06]}'],
                          environ={})
     assert cfg["lane_b"]["skip_existing_run_ids"] is False
     assert cfg["lane_b"]["target_threshold"] == 1.25
     assert cfg["lane_b"]["alpha_review"]["decision"] == "accepted"
+    assert cfg["lane_b"]["alpha_review"]["alpha_interval"] == [0.04, 0.06]
 
 
 @pytest.mark.parametrize("source", ["profile", "env", "set"])
@@ -76,6 +78,8 @@ def test_bad_inputs_are_one_line(tmp_path):
     ("lane_b.gamma_form=offest", "lane_b.gamma_form: expected one of offset_free, offset"),
     ("lane_b.entropy=model_based", "lane_b.entropy: expected one of model, ngram"),
     ("lane_b.direction=up", "lane_b.direction: expected one of lower_is_better"),
+    # no higher-is-better Lane B metric exists: refused until one does (the solver is tested both ways)
+    ("lane_b.direction=higher_is_better", "lane_b.direction: expected one of lower_is_better, got"),
     ("lane_b.backend=slurm", "lane_b.backend: expected one of builtin, nanochat"),
     ('lane_b.alpha_review={decision = "maybe", by = "me", reason = "r"}', "lane_b.alpha_review: expected"),
     ('lane_b.alpha_review={decision = "accepted"}', "lane_b.alpha_review: expected"),

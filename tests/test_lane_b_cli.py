@@ -6,28 +6,54 @@ import math
 import pytest
 
 from expspec.kernels.cli import main
+from expspec.kernels.config import resolve_scale
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.lane_b.stats import alpha_gate
+from expspec.kernels.lane_b.review import alpha_gate
 
-REVIEW = {"decision": "accepted", "by": "me", "reason": "paper values are below the gate too"}
+FP = "0123abcd:model:smollm2-135m-instruct"
+REVIEW = {"decision": "accepted", "by": "me", "reason": "paper values are below the gate too",
+          "fingerprint": FP, "alpha_interval": [0.04, 0.06]}
 
 
-def test_gate_pass_flag_accept_reject():
-    assert alpha_gate(0.3, None, 0.2, 0.8, {})["verdict"] == "PASS"
-    assert alpha_gate(0.2, None, 0.2, 0.8, {})["passed"]  # bounds are inclusive
-    flagged = alpha_gate(0.05, (0.04, 0.06), 0.2, 0.8, {})
+def test_gate_pass_and_flag():
+    assert alpha_gate(0.3, None, 0.2, 0.8, {}, FP)["verdict"] == "PASS"
+    assert alpha_gate(0.2, None, 0.2, 0.8, {}, FP)["passed"]  # bounds are inclusive
+    flagged = alpha_gate(0.05, (0.04, 0.06), 0.2, 0.8, {}, FP)
     assert not flagged["passed"] and flagged["verdict"] == "FLAGGED"
     assert flagged["message"] == "alpha=0.0500 [0.040, 0.060] outside [0.2, 0.8]: flag for manual review"
-    accepted = alpha_gate(0.05, None, 0.2, 0.8, REVIEW)
+
+
+def test_review_accepts_only_what_it_reviewed():
+    accepted = alpha_gate(0.05, None, 0.2, 0.8, REVIEW, FP)
     assert accepted["passed"] and accepted["verdict"] == "FLAGGED → ACCEPTED"
-    assert "by me: paper values" in accepted["review"]
-    rejected = alpha_gate(0.05, None, 0.2, 0.8, dict(REVIEW, decision="rejected"))
+    assert "by me: paper values" in accepted["review"] and "[0.04, 0.06]" in accepted["review"]
+    rejected = alpha_gate(0.05, None, 0.2, 0.8, dict(REVIEW, decision="rejected"), FP)
     assert not rejected["passed"] and rejected["verdict"] == "FLAGGED → REJECTED"
-    assert not alpha_gate(float("nan"), None, 0.2, 0.8, {})["passed"]
+    moved = alpha_gate(0.07, None, 0.2, 0.8, REVIEW, FP)  # alpha left the accepted interval
+    assert not moved["passed"]
+    assert moved["message"].startswith(f"review covers alpha in [0.04, 0.06] for {FP}, measured alpha=0.0700")
+    other = alpha_gate(0.05, None, 0.2, 0.8, REVIEW, "ffff:bpe:4096")  # another corpus sample / tokenizer
+    assert not other["passed"] and "measured alpha=0.0500 (stats fingerprint ffff:bpe:4096)" in other["message"]
+    assert not alpha_gate(0.05, None, 0.2, 0.8, REVIEW, None)["passed"]  # a bare alpha has no fingerprint
+
+
+def test_nan_alpha_always_fails():
+    for review in ({}, REVIEW, dict(REVIEW, alpha_interval=[-1e9, 1e9])):
+        gate = alpha_gate(float("nan"), None, 0.2, 0.8, review, FP)
+        assert not gate["passed"] and "not a number" in gate["message"]
+
+
+@pytest.mark.parametrize("review", [
+    {"decision": "maybe", "by": "x", "reason": "y", "fingerprint": FP, "alpha_interval": [0, 1]},
+    {"decision": "accepted"},
+    {"decision": "accepted", "by": "x", "reason": "y", "alpha_interval": [0, 1]},  # no fingerprint
+    dict(REVIEW, alpha_interval=[0.06, 0.04]),
+    dict(REVIEW, alpha_interval=["a", "b"]),
+    dict(REVIEW, extra="?"),
+])
+def test_malformed_review_is_an_error(review):
     with pytest.raises(ExpspecError, match="alpha_review"):
-        alpha_gate(0.05, None, 0.2, 0.8, {"decision": "maybe", "by": "x", "reason": "y"})
-    with pytest.raises(ExpspecError, match="alpha_review"):
-        alpha_gate(0.05, None, 0.2, 0.8, {"decision": "accepted"})
+        alpha_gate(0.05, None, 0.2, 0.8, review, FP)
 
 
 def _calibration(tmp_path, alpha=0.3, A=20.0, L_inf=1.0):
@@ -58,10 +84,16 @@ def test_infer_cli_implausible_alpha_still_writes(tmp_path):
             "--threshold", "1.5", "--n-scaling-params", "1e6", "--out", str(out)]
     assert main(args + ["--scale", "hero"]) == 0  # the hero profile carries no alpha review
     assert json.loads(out.read_text())["solve_status"] == "implausible_alpha"
-    # the default scale is smoke, exactly as in pytest: its profile's accepted review applies
-    assert main(args) == 0
+    # the default scale is smoke, exactly as in pytest: its profile's review applies to the
+    # stats it reviewed (fingerprint + alpha interval), never to a bare --alpha
+    assert main(args) == 0 and json.loads(out.read_text())["solve_status"] == "implausible_alpha"
+    review = resolve_scale("smoke")["lane_b"]["alpha_review"]
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"alpha": sum(review["alpha_interval"]) / 2, "alpha_ci": None,
+                                 "fingerprint": review["fingerprint"]}))
+    assert main([a if a != "--alpha" else "--stats" for a in args[:3]] + [str(stats)] + args[4:]) == 0
     infer = json.loads(out.read_text())
-    assert infer["solve_status"] != "implausible_alpha" and infer["alpha_gate"].startswith("FLAGGED")
+    assert infer["solve_status"] != "implausible_alpha" and infer["alpha_gate"] == "FLAGGED → ACCEPTED"
     assert infer["provenance"]["config"]["lane_b"]["alpha_review"]["decision"] == "accepted"
 
 

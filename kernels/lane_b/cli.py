@@ -69,9 +69,10 @@ def cmd_infer(args) -> int:
     inputs = {"calibration": file_fingerprint(args.calibration)}
     if args.stats:
         alpha, alpha_ci, stats = read_stats_alpha(args.stats)
-        inputs.update(stats=file_fingerprint(args.stats), stats_fingerprint=str(stats.get("fingerprint", "")))
-    else:
-        alpha, alpha_ci = args.alpha, None
+        fingerprint = stats.get("fingerprint")
+        inputs.update(stats=file_fingerprint(args.stats), stats_fingerprint=str(fingerprint or ""))
+    else:  # a bare --alpha has no stats fingerprint: a review cannot cover it
+        alpha, alpha_ci, fingerprint = args.alpha, None, None
     if args.alpha_range:
         try:
             lo, hi = (float(v) for v in args.alpha_range.split(","))
@@ -86,7 +87,8 @@ def cmd_infer(args) -> int:
                            "(LANE_B_TARGET_THRESHOLD from threshold.env)")
     if not (math.isfinite(args.n_scaling_params) and args.n_scaling_params > 0):
         raise ExpspecError(f"--n-scaling-params: expected a positive count, got {args.n_scaling_params}")
-    record = infer_record(lane_b, alpha, alpha_ci, points, threshold, args.n_scaling_params, args.direction)
+    record = infer_record(lane_b, alpha, alpha_ci, points, threshold, args.n_scaling_params, args.direction,
+                          fingerprint)
     record["provenance"] = _provenance(cfg, inputs)
     write_json_atomic(out, record)
     print(f"wrote {out}: solve_status={record['solve_status']} "
@@ -151,7 +153,8 @@ def add_commands(sub) -> None:
     p.add_argument("--calibration", required=True, help='{"points": [{"tokens": D, "value": L}, ...]}')
     p.add_argument("--threshold", type=float, default=None, help="target metric threshold")
     p.add_argument("--n-scaling-params", type=float, required=True)
-    p.add_argument("--direction", choices=("lower_is_better", "higher_is_better"), default="lower_is_better")
+    p.add_argument("--direction", choices=("lower_is_better",), default="lower_is_better",
+                   help="the only direction a Lane B metric (val_bpb) has")
     p.add_argument("--alpha-range", default=None, help="MIN,MAX (default: lane_b.alpha_min,alpha_max)")
     p.add_argument("--out", required=True)
     add_config_args(p)

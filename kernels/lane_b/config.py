@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from expspec.kernels.config import Family
-from expspec.kernels.errors import ExpspecError
+from expspec.kernels.lane_b.review import check_review
 
 KNOBS: dict[str, Any] = {
     # --- data / tokenizer / statistics (worksheet steps 1-5) ---
@@ -30,7 +30,7 @@ KNOBS: dict[str, Any] = {
     "gamma_form": "offset_free",  # offset_free (paper: L_n = A n^-g) | offset (seed: L_n - H_inf)
     "alpha_min": 0.2,  # the worksheet's plausibility gate
     "alpha_max": 0.8,
-    "alpha_review": {},  # {decision = "accepted"|"rejected", by = "...", reason = "..."}
+    "alpha_review": {},  # see lane_b/review.py: decision, by, reason, fingerprint, alpha_interval
     # --- model / trainer (run guide steps 0-6) ---
     "depth": 2,
     "aspect_ratio": 64,
@@ -80,23 +80,12 @@ KNOBS: dict[str, Any] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "entropy": ("model", "ngram"),
     "gamma_form": ("offset_free", "offset"),
-    "direction": ("lower_is_better", "higher_is_better"),
+    # Only lower-is-better metrics exist (val_bpb); the solver handles both directions, the
+    # threshold rule and time-to-target assume this one, so the other is refused here.
+    "direction": ("lower_is_better",),
     "backend": ("builtin", "nanochat"),
     "target_metric": ("val_bpb",),
 }
-REVIEW_DECISIONS = ("accepted", "rejected")
-
-
-def check_review(review: Mapping[str, Any]) -> None:
-    """A manual review is empty, or {decision = accepted|rejected, by = ..., reason = ...}."""
-    if not review:
-        return
-    missing = [k for k in ("decision", "by", "reason") if not str(review.get(k, "")).strip()]
-    if missing or review.get("decision") not in REVIEW_DECISIONS or set(review) - {"decision", "by", "reason"}:
-        raise ExpspecError(f"lane_b.alpha_review: expected {{decision = accepted|rejected, by = ..., "
-                           f"reason = ...}}, got {dict(review)}")
-
-
 def validate(table: Mapping[str, Any]) -> None:
     check_review(table["alpha_review"])
 

@@ -318,12 +318,13 @@ def read_stats_alpha(path: str | Path) -> tuple[float, tuple | None, dict]:
 
 
 def infer_record(lane_b: dict, alpha: float, alpha_ci, points, threshold: float, n_params: float,
-                 direction: str) -> dict:
+                 direction: str, stats_fingerprint: str | None) -> dict:
     """The gate (with its review hatch) then infer_budget: the infer.json record."""
-    from expspec.kernels.lane_b.stats import alpha_gate
+    from expspec.kernels.lane_b.review import alpha_gate
     from expspec.kernels.lane_b.scaling import infer_budget
 
-    gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"])
+    gate = alpha_gate(alpha, alpha_ci, lane_b["alpha_min"], lane_b["alpha_max"], lane_b["alpha_review"],
+                      stats_fingerprint)
     record = infer_budget(alpha, points, threshold, n_params, direction=direction,
                           alpha_min=lane_b["alpha_min"], alpha_max=lane_b["alpha_max"], alpha_ci=alpha_ci,
                           alpha_review_accepted=gate["passed"] and bool(gate["review"]),
@@ -337,7 +338,7 @@ def step_infer(lb: LaneB) -> dict:
     alpha, alpha_ci, stats = read_stats_alpha(lb.path("stats.json"))
     points = read_calibration_points(lb.path("calibration.json"))
     record = infer_record(lb.lane_b, alpha, alpha_ci, points, lb.threshold(), read_n_scaling_params(lb),
-                          lb.lane_b["direction"])
+                          lb.lane_b["direction"], stats.get("fingerprint"))
     record.update(stats_fingerprint=stats.get("fingerprint"), stats_tokenizer_id=stats.get("tokenizer_id"),
                   train_tokenizer_id=lb.data.tokenizer_id)
     write_json_atomic(lb.path("infer.json"), record)

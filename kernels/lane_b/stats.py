@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from expspec.kernels.lane_b.config import CHOICES, check_review
+from expspec.kernels.lane_b.config import CHOICES
 from expspec.kernels.data.corpus import CorpusSplit
 from expspec.kernels.lane_b.correlation import correlation_decay, stream_fingerprint
 from expspec.kernels.lane_b.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
@@ -144,24 +144,3 @@ STATS_KEYS = ("dataset_id", "tokenizer", "stats_max_docs", "stats_max_tokens", "
 def stats_config(lane_b: Mapping[str, Any], common: Mapping[str, Any]) -> dict:
     return {"lane_b": {k: lane_b[k] for k in STATS_KEYS}, "seed": common["seed"],
             "corpus": common["corpus"], "val_fraction": common["val_fraction"]}
-
-
-def alpha_gate(alpha: float, alpha_ci, alpha_min: float, alpha_max: float, review: Mapping[str, Any]) -> dict:
-    """The worksheet's plausibility gate with its manual-review escape hatch.
-
-    Inside [alpha_min, alpha_max]: PASS. Outside: FLAGGED for manual review; a recorded
-    review (``lane_b.alpha_review = {decision, by, reason}``) turns that into
-    FLAGGED -> ACCEPTED (the gate passes, the report shows who and why) or
-    FLAGGED -> REJECTED. Never a silent pass.
-    """
-    ci = f" [{alpha_ci[0]:.3f}, {alpha_ci[1]:.3f}]" if alpha_ci else ""
-    message = f"alpha={alpha:.4f}{ci} outside [{alpha_min}, {alpha_max}]: flag for manual review"
-    check_review(review)
-    if alpha_plausible(alpha, alpha_min, alpha_max):
-        return {"passed": True, "verdict": "PASS", "message": "", "review": ""}
-    if not review:
-        return {"passed": False, "verdict": "FLAGGED", "message": message, "review": "FLAGGED (no review recorded)"}
-    decision = review["decision"]
-    text = f"FLAGGED → {decision.upper()} by {review['by']}: {review['reason']}"
-    return {"passed": decision == "accepted", "verdict": f"FLAGGED → {decision.upper()}",
-            "message": message + f" ({text})", "review": text}
