@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse.linalg import svds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from expspec.kernels.lane_b.correlation import SVD_TOLERANCE, correlation_norms  # noqa: E402
+from expspec.kernels.lane_b.correlation_norms import SVD_TOLERANCE, correlation_norms  # noqa: E402
 
 
 def text_like_stream(n_tokens: int, vocab_size: int, seed: int = 0) -> np.ndarray:

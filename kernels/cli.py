@@ -9,6 +9,7 @@ first visible CUDA device, else cpu). Bad input prints one line (``expspec: erro
 
     expspec config [--scale S] [--profile P] [--set family.key=value ...]   the resolved config
     expspec models                                                          prepare the shipped models
+    expspec train --config C --data D --out-dir O                           one training run (what torchrun runs)
     expspec <family> ...                                                    each family's steps
 
 Families add their subcommands through their registered ``Family.cli`` hook.
@@ -44,6 +45,18 @@ def config_from_args(args, extra_sets: list[str] | None = None) -> dict:
     return resolve_scale(args.scale, args.profile, list(args.set) + list(extra_sets or []))
 
 
+def out_path(path: str | None):
+    """An --out file path (None passes through); a folder there is an error, before any work."""
+    from pathlib import Path
+
+    if path is None:
+        return None
+    out = Path(path)
+    if out.is_dir():
+        raise ExpspecError(f"--out {out}: is a directory, expected a file path")
+    return out
+
+
 def device_from_args(args) -> str:
     from expspec.kernels.devices import parse_devices
 
@@ -74,6 +87,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """One training run of the shared trainer: the entry torchrun calls for DDP
+    (``torchrun --nproc-per-node K --no-python expspec train ...``)."""
+    from expspec.kernels.train.launch import main as launch
+
+    return launch(["--config", args.config, "--data", args.data, "--out-dir", args.out_dir,
+                   "--threads", str(args.threads)])
+
+
 def _family_hook(spec: str):
     module, _, function = spec.partition(":")
     return getattr(importlib.import_module(module), function)
@@ -92,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--causal-lm", default="smollm2-135m-instruct")
     p.add_argument("--sentence-encoder", default="all-minilm-l6-v2")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("train", help="one training run from a config + token file (torchrun's entry)")
+    p.add_argument("--config", required=True, help="JSON with every TrainConfig field")
+    p.add_argument("--data", required=True, help=".npz with train, val, token_bytes arrays")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's choice)")
+    p.set_defaults(func=cmd_train)
     for family in registry().values():
         if family.cli:
             _family_hook(family.cli)(sub)

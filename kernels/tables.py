@@ -73,12 +73,13 @@ def _check_header(path: Path, found: Sequence[str], columns: Sequence[str]) -> N
 
 
 def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
-                    key: str | None = None, skip_existing: bool = True) -> int:
+                    key: str | None = None, skip_existing: bool = True, replace_existing: bool = False) -> int:
     """Append dict rows under ``columns``; returns the number written.
 
     A key missing from ``columns`` is an error naming it; absent columns are written
     empty. With ``key``, rows whose key value is already in the file (or earlier in
-    ``rows``) are skipped unless ``skip_existing`` is false.
+    ``rows``) are skipped unless ``skip_existing`` is false; with ``replace_existing`` they
+    replace the stored row in place instead (a table of current scores, not a log).
     """
     from filelock import FileLock
 
@@ -103,26 +104,32 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
         existing = list(csv.reader(io.StringIO(text)))
         if existing:
             _check_header(path, existing[0], columns)
-        seen = {r[k] for r in existing[1:] if k is not None and len(r) > k}
-        new = []
+        seen = {r[k]: i for i, r in enumerate(existing) if i and k is not None and len(r) > k}
+        new, replaced = [], 0
         for row in prepared:
             if k is not None and row[k]:
                 if row[k] in seen:
+                    if replace_existing and seen[row[k]] is not None and existing[seen[row[k]]] != row:
+                        existing[seen[row[k]]] = row
+                        replaced += 1
                     continue
-                seen.add(row[k])
+                seen[row[k]] = None
             new.append(row)
-        if not new:
+        if not new and not replaced:
             return 0
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        if not existing:
+        if replaced:  # rewrite the whole table (atomically, like any append)
+            text = ""
+            writer.writerows(existing)
+        elif not existing:
             text = ""
             writer.writerow(columns)
         elif not text.endswith("\n"):
             text += "\n"
         writer.writerows(new)
         write_text_atomic(path, text + buf.getvalue())
-    return len(new)
+    return len(new) + replaced
 
 
 def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:

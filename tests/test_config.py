@@ -92,3 +92,11 @@ def test_word_valued_knobs_are_checked_when_resolved(setting, message):
 def test_profile_list_items_are_typed(tmp_path):
     with pytest.raises(ExpspecError, match="lane_b.calib_iters: expected int, got str"):
         resolve_config(write(tmp_path, '[lane_b]\ncalib_iters = [10, "20"]\n'), [], environ={})
+
+
+@pytest.mark.parametrize("scale", ["smoke", "hero"])
+def test_profiles_calibrate_well_short_of_the_baseline(scale):
+    # the run guide: 300/600/900-iteration calibration against 1,500-iteration baselines; a
+    # calibration run as long as the baseline makes the threshold that run's own loss
+    lane_b = resolve_config(builtin_profile(scale), [], environ={})["lane_b"]
+    assert max(lane_b["calib_iters"]) <= 0.6 * lane_b["baseline_num_iterations"]

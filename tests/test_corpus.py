@@ -6,6 +6,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from expspec.kernels.data.corpus import load_corpus, load_documents, paragraphs, split_documents, Document
 from expspec.kernels.errors import ExpspecError
@@ -80,9 +82,54 @@ def test_hf_corpus_offline_says_what_to_do(monkeypatch):
 
 
 def test_single_paragraph_documents_hold_out_whole_documents():
-    docs = [Document(f"d{i}", f"text number {i}") for i in range(20)]
+    docs = [Document(f"d{i}", f"text number {i:03d}") for i in range(20)]
     split = split_documents(docs, 0.1)
     assert len(split.val) == 2 and len(split.train) == 18
+
+
+def test_short_documents_are_held_out_whole_not_cut():
+    # 100 three-paragraph stories at 1%: the old rule moved a paragraph of EVERY story to
+    # validation (22% of the text, and validation = story endings)
+    docs = [Document(f"s{i}", "\n\n".join(f"Story {i} paragraph {j} " + "words " * (5 + (i * j) % 7)
+                                          for j in range(3))) for i in range(100)]
+    split = split_documents(docs, 0.01)
+    val_chars = sum(len(d.text) for d in split.val)
+    total = val_chars + sum(len(d.text) for d in split.train)
+    assert abs(val_chars / total - 0.01) <= max(len(d.text) for d in docs) / total
+    assert all(d in docs for d in split.val + split.train) and len(split.val) + len(split.train) == 100
+    shuffled = split_documents(docs[::-1], 0.01)  # chosen by content, not by position
+    assert sorted(d.name for d in shuffled.val) == sorted(d.name for d in split.val)
+
+
+def _unit_tolerance(docs, val_fraction):
+    """The stated bound: one small document, plus one paragraph of each split document."""
+    from expspec.kernels.data.corpus import LARGE_DOC_FACTOR
+
+    tol = 0
+    small = [len(d.text) for d in docs if len(paragraphs(d.text)) <= LARGE_DOC_FACTOR / val_fraction]
+    tol += max(small, default=0)
+    tol += sum(max(len(p) for p in paragraphs(d.text)) + 2 for d in docs
+               if len(paragraphs(d.text)) > LARGE_DOC_FACTOR / val_fraction)
+    return tol
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(1, 400), st.integers(1, 60)), min_size=2, max_size=40),
+       val_fraction=st.sampled_from([0.01, 0.05, 0.1, 0.3]))
+def test_realised_validation_fraction_is_within_one_unit(sizes, val_fraction):
+    docs = [Document(f"d{i}", "\n\n".join(f"d{i}p{j} " + "x" * ((i * 7 + j * 3) % length + 1)
+                                          for j in range(n_paras)))
+            for i, (n_paras, length) in enumerate(sizes)]
+    try:
+        split = split_documents(docs, val_fraction)
+    except ExpspecError:
+        assert all(len(paragraphs(d.text)) * val_fraction <= 10 for d in docs)  # only tiny corpora refuse
+        return
+    val_chars = sum(len(d.text) for d in split.val)
+    total = val_chars + sum(len(d.text) for d in split.train)
+    assert split.val and abs(val_chars - val_fraction * total) <= _unit_tolerance(docs, val_fraction)
+    train_paras = {p for d in split.train for p in paragraphs(d.text)}
+    assert not train_paras & {p for d in split.val for p in paragraphs(d.text)}  # no shared paragraph
 
 
 def test_bpe_tokenizer_bytes_and_cache(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Entropy decay: per-position loss indexing, plug-in n-gram entropies, gamma in both forms."""
+"""Entropy decay: per-position loss indexing, plug-in n-gram entropies, gamma in both forms,
+and gamma's interval as a bootstrap over evaluation windows (a sampling interval)."""
 
 import json
 
@@ -9,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic_streams import iid_stream, zipf_probs
 
-from expspec.kernels.lane_b.entropy import entropy_decay, ngram_conditional_entropy, per_position_loss
+from expspec.kernels.lane_b.entropy import (
+    entropy_decay,
+    ngram_conditional_entropy,
+    per_position_loss,
+    per_window_loss,
+)
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.models.gpt import build_tiny_gpt
 
@@ -147,10 +153,10 @@ def test_entropy_decay_recovers_both_forms(gamma, prefactor, floor):
 def test_entropy_decay_default_window_skips_one_token_of_context():
     losses = 3.0 * np.arange(1, 128, dtype=float) ** -0.4
     losses[0] = 100.0  # n = 1 is outside the default window, so it cannot matter
-    result = entropy_decay(losses, bootstrap=20, seed=0)
+    result = entropy_decay(losses)
     assert result.window == (2.0, 127.0) and result.n_points == 126
     assert result.gamma == pytest.approx(0.4, abs=1e-9)
-    assert result.ci is not None and result.ci == result.ci_offset_free
+    assert result.ci is None and result.ci_method == "none"
     json.dumps(result.to_dict())
 
 
@@ -166,3 +172,60 @@ def test_entropy_decay_records_nan_offset_gamma_when_too_few_points():
         entropy_decay({1: 4.0, 2: 3.0}, form="offset")
     with pytest.raises(ExpspecError, match="form"):
         entropy_decay({1: 4.0, 2: 3.0}, form="paper")
+
+
+# ---- gamma's interval: a bootstrap over evaluation windows ---------------------------------
+
+def synthetic_windows(n_windows: int, gamma: float = 0.3, noise: float = 1.0, seed: int = 0,
+                      context_len: int = 128) -> np.ndarray:
+    """Per-window losses whose mean over windows is 3 n^-gamma: each token's loss scatters
+    with sd ``noise`` nats (a cross-entropy's scatter is of this order)."""
+    n = np.arange(1, context_len, dtype=float)
+    rng = np.random.default_rng(seed)
+    return 3.0 * n ** -gamma * np.exp(noise * rng.standard_normal((n_windows, n.size)) - noise**2 / 2)
+
+
+def test_per_window_loss_keeps_each_window_and_its_mean_is_the_per_position_loss():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCAB, size=500)
+    log_probs = torch.log_softmax(torch.randn(8, VOCAB, generator=torch.Generator().manual_seed(0)), -1)
+    model = PositionOnlyModel(log_probs)
+    per_window = per_window_loss(model, tokens, context_len=8, n_windows=40, seed=3, batch_size=7)
+    starts = np.random.default_rng(3).choice(500 - 8 + 1, size=40, replace=False)
+    targets = tokens[starts[:, None] + np.arange(1, 8)]
+    assert per_window.shape == (40, 7)
+    np.testing.assert_allclose(per_window, -log_probs.numpy()[np.arange(7), targets], rtol=1e-6)
+    np.testing.assert_allclose(per_position_loss(model, tokens, 8, 40, seed=3), per_window.mean(0), rtol=1e-12)
+
+
+def test_gamma_interval_is_a_sampling_interval_over_windows():
+    """>= 200 resamples of the windows; the width shrinks as 1/sqrt(windows) (16x the
+    windows: ~1/4 the width) and the interval brackets the planted gamma."""
+    widths = {}
+    for n_windows in (64, 1024):
+        result = entropy_decay(synthetic_windows(n_windows), bootstrap=200, seed=1, bins=16)
+        assert result.n_bootstrap >= 200 and result.ci_method == "window bootstrap"
+        assert result.n_windows == n_windows and len(result.samples) == 200
+        assert result.ci[0] < 0.3 < result.ci[1]
+        widths[n_windows] = result.ci[1] - result.ci[0]
+    assert 2.5 < widths[64] / widths[1024] < 6.5
+
+
+def test_gamma_interval_does_not_count_curvature_as_sampling_error():
+    """Every window identical (no sampling error) and a curve that is no power law (a
+    floor): the offset-free fit misses it, yet every resample is the same curve, so its
+    interval has zero width. The old interval resampled the fitted bins and called the
+    misfit a 95% interval."""
+    n = np.arange(1, 128, dtype=float)
+    curve = 2.0 * n**-0.5 + 1.5
+    result = entropy_decay(np.tile(curve, (32, 1)), bootstrap=200, seed=0, bins=16)
+    assert result.r2_offset_free < 0.99  # a visible misfit
+    assert result.ci_offset_free[0] == pytest.approx(result.ci_offset_free[1], abs=1e-12)
+    assert result.ci_offset_free[0] == pytest.approx(result.gamma_offset_free, abs=1e-12)
+
+
+def test_gamma_bootstrap_needs_windows():
+    with pytest.raises(ExpspecError, match="resamples evaluation windows"):
+        entropy_decay(3.0 * np.arange(1, 64, dtype=float) ** -0.4, bootstrap=200)
+    with pytest.raises(ExpspecError, match="resamples evaluation windows"):
+        entropy_decay({1: 4.0, 2: 3.0, 4: 2.5}, bootstrap=200)

@@ -3,17 +3,19 @@
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
 from expspec.kernels.config import resolve_config
 from expspec.kernels.data.corpus import load_documents
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.lane_b.pipeline import (CANDIDATE_COLUMNS, LaneB, derive_threshold, read_env_value, step_candidates,
-                                     train_run)
+from expspec.kernels.lane_b.pipeline import (CANDIDATE_COLUMNS, derive_threshold, step_calibrate,
+                                             step_calibration_points, step_candidates)
+from expspec.kernels.lane_b.runs import LaneB, read_env_value, train_run
 from expspec.kernels.lane_b.summary import TIE_OR_MISSING, decide, run_all, run_pipeline, step_log, step_summary
 from expspec.kernels.lane_b.schema import COLUMNS, read_rows
-from expspec.kernels.tables import append_csv_rows, parse_notes
+from expspec.kernels.tables import append_csv_rows, parse_notes, read_csv_rows
 
 TINY = ["lane_b.train_tokenizer=bpe:300", "lane_b.depth=1", "lane_b.aspect_ratio=32", "lane_b.head_dim=32",
         "lane_b.max_seq_len=32", "lane_b.device_batch_size=4", "lane_b.total_batch_size=128",
@@ -83,7 +85,8 @@ def test_unsolved_stops_after_infer_then_falls_back(tmp_path, corpus_file):
 
 
 def test_nan_loss_runs_are_logged_as_failed(tmp_path, corpus_file):
-    lb = lane(tmp_path, corpus_file, "lane_b.target_threshold=3.0", "lane_b.learning_rate=1e30")
+    # the Llama option with an absurd AdamW LR diverges (nanochat_gpt is norm-capped and does not)
+    lb = lane(tmp_path, corpus_file, "lane_b.target_threshold=3.0", "lane_b.model=tiny_gpt", "lane_b.learning_rate=1e30")
     run_all(lb, stop_when_unsolved=False)
     infer = json.loads((lb.work_dir / "infer.json").read_text())
     assert infer["solve_status"] == "insufficient_points"  # every calibration run failed
@@ -116,10 +119,11 @@ def test_run_all_without_a_threshold_names_it_and_writes_nothing(tmp_path, corpu
     assert not lb.work_dir.exists()
 
 
-def _cand(seed, kind, measured=None, extrapolated=None, accepted=True):
+def _cand(seed, kind, score=None, extrapolated=None, accepted=True):
+    """A candidate row scored score_sec = crossing step x median step time (measured or fitted)."""
+    value = score if score is not None else extrapolated
     return {"seed": str(seed), "lane_b_decision": kind, "accepted": str(accepted),
-            "time_to_target_sec_measured": "nan" if measured is None else str(measured),
-            "time_to_target_sec_extrapolated": "nan" if extrapolated is None else str(extrapolated)}
+            "score_sec": "nan" if value is None else str(value)}
 
 
 def test_decide_follows_the_worksheet_rule():
@@ -145,7 +149,7 @@ def test_no_accepted_candidate_means_fallback(tmp_path, corpus_file):
     lb.path("infer.json").write_text(json.dumps(infer))
     rows = [dict(_cand(seed, kind, extrapolated=30, accepted=False), run_id=run_id, log="x")
             for kind, seed, _, run_id in planned_candidates(lb, infer)]
-    rows.append(dict(_cand(41, "inferred", measured=1, accepted=True), run_id="an-older-plan", log="x"))
+    rows.append(dict(_cand(41, "inferred", 1, accepted=True), run_id="an-older-plan", log="x"))
     append_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS, rows, key="run_id")
     summary = step_summary(lb)  # the older plan's accepted row is not this plan's
     assert summary["lane_b_decision"] == "fallback" and summary["chosen_ratio"] == 2.0
@@ -178,3 +182,73 @@ def test_nanochat_backend_runs_the_command_and_parses_its_log(tmp_path, corpus_f
                "lane_b.nanochat_command=python {nope}")
     with pytest.raises(ExpspecError, match="unknown placeholder"):
         train_run(bad, "nano-2", 7)
+
+
+FAKE_NANOCHAT = Path(__file__).parent / "data" / "fake_nanochat.py"
+
+
+def nanochat_lane(tmp_path, corpus_file, *extra):
+    command = (f"{sys.executable} {FAKE_NANOCHAT} --depth={{depth}} --seed={{seed}} "
+               f"--num-iterations={{num_iterations}} --target-param-data-ratio={{ratio}}" + "".join(extra))
+    return lane(tmp_path, corpus_file, "lane_b.backend=nanochat", f"lane_b.nanochat_dir={tmp_path}",
+                f"lane_b.nanochat_command={command}", "lane_b.depth=2")
+
+
+def test_nanochat_backend_counts_d_and_n_from_nanochat_not_from_our_model(tmp_path, corpus_file):
+    # the stand-in trains with ITS batch (1,048,576 tokens) and ITS model (N from its log)
+    lb = nanochat_lane(tmp_path, corpus_file)
+    run_pipeline(lb)
+    dim = 128
+    n_nanochat = 12 * 2 * dim * dim + 32768 * dim
+    assert json.loads((lb.work_dir / "scaling_params.json").read_text())["total"] == n_nanochat
+    assert (lb.work_dir / "n_scaling_params.txt").read_text().strip() == str(n_nanochat)
+    points = json.loads((lb.work_dir / "calibration.json").read_text())["points"]
+    assert [p["tokens"] for p in points] == [10 * 1_048_576, 20 * 1_048_576, 40 * 1_048_576]  # not x 128
+    infer = json.loads((lb.work_dir / "infer.json").read_text())
+    assert infer["n_scaling_params"] == n_nanochat
+    if infer["inferred_target_tokens"]:
+        assert infer["inferred_target_param_data_ratio"] == pytest.approx(infer["inferred_target_tokens"] / n_nanochat)
+
+
+def test_nanochat_log_without_its_batch_is_refused(tmp_path, corpus_file):
+    lb = nanochat_lane(tmp_path, corpus_file, " --no-batch-line")
+    step_calibrate(lb)
+    with pytest.raises(ExpspecError, match="no 'Total batch size N => gradient accumulation steps: K' line"):
+        step_calibration_points(lb)
+
+
+def test_reused_runs_are_rescored_at_the_current_threshold(tmp_path, corpus_file):
+    lb = nanochat_lane(tmp_path, corpus_file)  # deterministic curves: 0.8 + 30 D^-0.2 (+ seed offset)
+    (lb.work_dir).mkdir(parents=True)
+    (lb.work_dir / "infer.json").write_text(json.dumps({"solve_status": "ok", "inferred_target_param_data_ratio": 2.0,
+                                                        "confirmation_ratio": 2.1}))
+    lb.lane_b["target_threshold"] = 2.5  # reached early (bpb 3.28 at step 0, ~2.03 at the end)
+    first = {r["run_id"]: r for r in step_candidates(lb)}
+    lb.lane_b["target_threshold"] = 2.2  # reached later: the same runs, rescored
+    second = {r["run_id"]: r for r in step_candidates(lb)}
+    assert first.keys() == second.keys()
+    for run_id in first:
+        assert second[run_id]["crossing_step"] > first[run_id]["crossing_step"]
+    stored = {r["run_id"]: r for r in read_csv_rows(lb.work_dir / "candidate_runs.csv", CANDIDATE_COLUMNS)}
+    assert len(stored) == len(second)  # replaced in place, not appended
+    assert all(float(stored[k]["crossing_step"]) == pytest.approx(second[k]["crossing_step"]) for k in stored)
+
+
+@pytest.mark.slow
+def test_calibration_under_torchrun_matches_one_process(tmp_path, corpus_file):
+    """lane_b.nproc_per_node=2: the pipeline writes the run config and token file itself and
+    launches torchrun (gloo on CPU); same global batch -> same final val_bpb, same log format."""
+    sets = ("lane_b.calib_iters=6,12", "lane_b.eval_every=6", "lane_b.device_batch_size=2")
+    single = lane(tmp_path / "one", corpus_file, *sets)
+    ddp = lane(tmp_path / "two", corpus_file, *sets, "lane_b.nproc_per_node=2")
+    runs_single, runs_ddp = step_calibrate(single), step_calibrate(ddp)
+    assert [r["run_id"] for r in runs_single] == [r["run_id"] for r in runs_ddp]  # the same runs
+    for one, two in zip(runs_single, runs_ddp):
+        assert two["world_size"] == 2 and one["world_size"] == 1
+        assert two["final_val_bpb"] == pytest.approx(one["final_val_bpb"], abs=1e-4)
+        assert [s for s, _ in two["evals"]] == [s for s, _ in one["evals"]]
+    assert (ddp.work_dir / "runs" / runs_ddp[0]["run_id"] / "launch.json").is_file()
+    assert list((ddp.work_dir / "data").glob("tokens-*.npz"))
+    points_single, points_ddp = step_calibration_points(single)["points"], step_calibration_points(ddp)["points"]
+    assert [p["tokens"] for p in points_ddp] == [p["tokens"] for p in points_single]  # log format parsed alike
+    assert [p["value"] for p in points_ddp] == pytest.approx([p["value"] for p in points_single], abs=1e-4)

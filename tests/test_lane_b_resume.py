@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from expspec.kernels.config import resolve_config
-from expspec.kernels.lane_b.pipeline import RESULTS_COLUMNS, LaneB
+from expspec.kernels.lane_b.pipeline import RESULTS_COLUMNS
+from expspec.kernels.lane_b.runs import LaneB
 from expspec.kernels.lane_b.schema import read_rows
 from expspec.kernels.lane_b.summary import run_pipeline
 from expspec.kernels.tables import read_csv_rows
@@ -19,7 +20,7 @@ from test_lane_b_pipeline import TINY, corpus_file, stats_with  # noqa: F401 (fi
 SCRIPT = """
 import json, sys
 from expspec.kernels.config import resolve_config
-from expspec.kernels.lane_b.pipeline import LaneB
+from expspec.kernels.lane_b.runs import LaneB
 from expspec.kernels.lane_b.summary import run_pipeline
 cfg = resolve_config(None, json.loads(sys.argv[1]), environ={})
 stats = lambda lb: {"alpha": 0.3, "alpha_ci": None, "fingerprint": "test", "tokenizer_id": "test"}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from expspec.kernels.data.corpus import load_corpus, paragraphs
-from expspec.kernels.models.gpt import build_tiny_gpt, tiny_gpt_shape
+from expspec.kernels.models.gpt import (SOFTCAP, apply_rotary_emb, build_nanochat_gpt, build_tiny_gpt,
+                                        tiny_gpt_shape)
 from expspec.kernels.models.pretrained import encode_sentences, load_causal_lm, load_sentence_encoder
 from expspec.kernels.errors import ExpspecError
 
@@ -61,12 +62,49 @@ def test_installed_names_do_not_clash_with_the_hub_kernels_package(tmp_path):
 def test_tiny_gpt_nanochat_sizing():
     shape = tiny_gpt_shape(depth=3, aspect_ratio=50, head_dim=64)
     assert shape.model_dim == 192 and shape.n_head == 3  # 150 rounded up to a multiple of 64
-    model = build_tiny_gpt(2, 64, 64, vocab_size=256, max_seq_len=32, seed=0)
-    assert model.config.hidden_size == 128 and not model.config.tie_word_embeddings
-    again = build_tiny_gpt(2, 64, 64, vocab_size=256, max_seq_len=32, seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    for build in (build_nanochat_gpt, build_tiny_gpt):
+        model = build(2, 64, 64, vocab_size=256, max_seq_len=32, seed=0)
+        assert model.config.hidden_size == 128
+        assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight  # untied
+        again = build(2, 64, 64, vocab_size=256, max_seq_len=32, seed=0)
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
     with pytest.raises(ExpspecError, match="depth"):
         tiny_gpt_shape(0, 64, 64)
+
+
+def test_nanochat_gpt_has_nanochat_shape_and_init():
+    d, V = 64, 96
+    model = build_nanochat_gpt(2, 32, 16, vocab_size=V, max_seq_len=16, seed=0)
+    assert model.config.n_head == 4 and model.config.head_dim == 16
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    block = {"attn.c_q": (d, d), "attn.c_k": (d, d), "attn.c_v": (d, d), "attn.c_proj": (d, d),
+             "mlp.c_fc": (4 * d, d), "mlp.c_proj": (d, 4 * d)}  # relu^2 MLP of width 4d, no biases
+    assert shapes == {"transformer.wte.weight": (V, d), "lm_head.weight": (V, d),
+                      **{f"transformer.h.{i}.{k}.weight": v for i in range(2) for k, v in block.items()}}
+    # parameter-free RMSNorm: no vectors at all. nanochat's init: zero head and output projections
+    assert model.lm_head.weight.abs().max() == 0
+    assert all(b.attn.c_proj.weight.abs().max() == 0 and b.mlp.c_proj.weight.abs().max() == 0
+               for b in model.transformer.h)
+    assert model.transformer.wte.weight.std().item() == pytest.approx(1.0, abs=0.05)
+    x = torch.randint(0, V, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in model.parameters():  # a random model, so every path carries signal
+            p.normal_(0, 3.0)
+        logits = model(input_ids=x).logits
+        assert logits.shape == (2, 16, V) and logits.dtype == torch.float32
+        assert logits.abs().max() <= SOFTCAP and logits.abs().max() > 0.9 * SOFTCAP  # tanh soft-cap at 15
+        y = x.clone()
+        y[:, 10] = (y[:, 10] + 1) % V
+        changed = model(y).logits
+        assert torch.equal(changed[:, :10], logits[:, :10]) and not torch.equal(changed[:, 10:], logits[:, 10:])
+    # rotary: a query at i and a key at j score by i - j alone (and not the same at every distance)
+    gen = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(1, 1, 1, 16, generator=gen).expand(1, 12, 1, 16) for _ in range(2))
+    rq, rk = (apply_rotary_emb(t, model.cos[:, :12], model.sin[:, :12])[0, :, 0] for t in (q, k))
+    scores = rq @ rk.T
+    for lag in (0, 2, 5):
+        assert torch.allclose(scores.diagonal(-lag), scores.diagonal(-lag)[0].expand(12 - lag), atol=1e-5)
+    assert not torch.allclose(scores.diagonal(0)[0], scores.diagonal(-2)[0], atol=1e-3)
 
 
 def test_unknown_model_names_what_to_download(tmp_path, monkeypatch):

@@ -103,7 +103,8 @@ def test_wheel_entry_points(built, names):
     assert dict(parser["console_scripts"]) == {"expspec": "expspec.kernels.cli:main"}
     assert dict(parser["pytest11"]) == {"expspec.fixtures.plugin": "expspec.fixtures.plugin",
                                         "expspec.fixtures.lane_b": "expspec.fixtures.lane_b"}
-    assert dict(parser["expspec.families"]) == {"lane_b": "expspec.kernels.lane_b.config:FAMILY"}
+    assert dict(parser["expspec.families"]) == {"lane_b": "expspec.kernels.lane_b.config:FAMILY",
+                                                "hero": "expspec.kernels.hero.config:FAMILY"}
 
 
 def test_build_output_has_no_deprecation_warnings(built):

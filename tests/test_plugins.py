@@ -131,7 +131,8 @@ PROGRESS_DEMO = textwrap.dedent('''
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["n0", "n2"])
-def test_progress_shows_family_and_step_also_under_xdist(pytester, xdist):
+def test_progress_shows_family_and_step_also_under_xdist(pytester, xdist, monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test may itself run on a worker
     pytester.makepyfile(**{"experiments/test_progress_demo": PROGRESS_DEMO})
     result = pytester.runpytest_subprocess("--reports-dir", "out", "-s" if not xdist else "-q", *xdist)
     result.assert_outcomes(passed=1)

@@ -9,12 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import fit_power_law
 from expspec.kernels.lane_b.scaling import (
     STATUSES,
     alpha_from_exponents,
     alpha_interval,
     alpha_plausible,
     calibrate,
+    empirical_alpha,
     infer_budget,
     solve_target_tokens,
 )
@@ -186,3 +188,53 @@ def test_infer_budget_with_unmeasurable_alpha_is_implausible():
                           alpha_review_accepted=True)
     assert record["solve_status"] == "implausible_alpha" and record["alpha"] is None
     json.dumps(record)
+
+
+# ---- physical fits, D_target's position, the empirical alpha --------------------------------
+
+def test_negative_floor_is_nonphysical_and_unsolved():
+    # the smoke calibration once fitted L(D) = -6.05 + 14.7 D^-0.047: a negative bits-per-byte floor
+    points = [(d, -1.0 + 5.0 * d ** -0.3) for d in (1e5, 2e5, 4e5)]
+    record = infer_budget(0.3, points, threshold=-0.96, n_scaling_params=1e4)
+    assert record["solve_status"] == "nonphysical_fit" and "nonphysical_fit" in STATUSES
+    assert record["calib_L_inf"] == pytest.approx(-1.0) and record["inferred_target_tokens"] is None
+    assert any("non-physical" in note for note in record["notes"])
+
+
+def test_target_position_says_whether_d_target_extrapolates():
+    points = [(d, 1.0 + 20 * d ** -0.3) for d in (1e5, 2e5, 4e5)]
+    beyond = infer_budget(0.3, points, threshold=1.0 + 20 * 1.6e6 ** -0.3, n_scaling_params=1e5)
+    assert beyond["target_position"].startswith("beyond (extrapolated 4.00x")
+    inside = infer_budget(0.3, points, threshold=1.0 + 20 * 3e5 ** -0.3, n_scaling_params=1e5)
+    assert inside["target_position"].startswith("inside") and inside["calib_tokens_range"] == [1e5, 4e5]
+
+
+@settings(max_examples=25, deadline=None)
+@given(alpha=st.floats(0.1, 0.8), L_inf=st.floats(0.5, 3.0), seed=st.integers(0, 1000))
+def test_empirical_alpha_recovers_a_planted_law_within_its_interval(alpha, L_inf, seed):
+    tokens = np.array([1e5, 2e5, 4e5, 8e5])
+    values = L_inf + 30 * tokens ** -alpha
+    exact = empirical_alpha(list(zip(tokens, values)), noise_sd=1e-4, seed=seed)
+    assert exact.alpha == pytest.approx(alpha, rel=1e-3) and exact.L_inf >= 0
+    assert exact.ci[0] <= alpha <= exact.ci[1] and exact.resamples == 200
+
+
+def test_empirical_alpha_floor_is_bounded_and_noise_is_stated():
+    tokens = [1e5, 2e5, 4e5]
+    # data whose unconstrained floor would be negative: the bounded fit keeps L_inf >= 0
+    values = [-6.05 + 14.7 * d ** -0.047 + 6.5 for d in tokens]
+    fit = empirical_alpha(list(zip(tokens, values)), noise_sd=0.002)
+    assert fit.L_inf >= 0 and fit.ci is not None and fit.noise_source == ""
+    none = empirical_alpha(list(zip(tokens, values)))  # 3 points, no baseline spread: no interval
+    assert none.ci is None and none.noise_sd is None and "no noise estimate" in none.noise_source
+    four = empirical_alpha([(d, 1 + 20 * d ** -0.3 + 0.001 * (-1) ** i) for i, d in enumerate([1e5, 2e5, 4e5, 8e5])])
+    assert four.noise_source == "fit residuals" and four.ci is not None
+    assert empirical_alpha([(1e5, 2.0), (2e5, 1.9)]).alpha is None  # fewer than 3 points
+
+
+def test_offset_min_bounds_the_fitted_floor():
+    x = np.array([10.0, 20, 40, 80])
+    y = -2.0 + 10 * x ** -0.2  # the free floor is -2
+    assert fit_power_law(x, y, offset=True).offset == pytest.approx(-2.0, abs=1e-6)
+    bounded = fit_power_law(x, y + 2.5, offset=True, offset_min=0.6)
+    assert bounded.offset >= 0.6 - 1e-12

@@ -13,13 +13,14 @@ import torch
 
 from expspec.kernels.config import defaults
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.models.gpt import build_tiny_gpt
+from expspec.kernels.models.gpt import build_nanochat_gpt, build_tiny_gpt
 from expspec.kernels.train.bpb import evaluate_bpb
 from expspec.kernels.train.schedule import lr_multiplier
 from expspec.kernels.train.time_to_target import fit_crossing_step, step_time_medians, time_to_target
-from expspec.kernels.models.params import scaling_params
+from expspec.kernels.models.params import nanochat_scaling_params, scaling_params
 from expspec.kernels.train.launch import main
 from expspec.kernels.train.loop import batch_starts, train
+from expspec.kernels.train.optim import build_optimizer, muon_momentum
 from expspec.kernels.train.config import TrainConfig, horizon
 from expspec.kernels.train.training_log import parse_training_log
 
@@ -64,16 +65,99 @@ def test_lr_multiplier_follows_nanochat_shape():
     assert all(a >= b for a, b in zip(lrm[60:], lrm[61:]))
 
 
-def test_scaling_params_count_block_matrices_and_head_only():
+def test_nanochat_gpt_d12_counts_as_nanochat_does():
+    # nanochat's d12: depth 12, aspect 64 -> d = 768, 6 heads of 128, vocab 2^15
+    depth, d, vocab = 12, 768, 32768
+    with torch.device("meta"):  # counts only: no memory, no init time
+        model = build_nanochat_gpt(depth, 64, 128, vocab, 2048, seed=0)
+    groups = scaling_params(model)
+    assert groups["transformer_matrices"] == depth * (4 * d * d + 8 * d * d) == 84_934_656  # attn + relu^2 MLP
+    assert groups["lm_head"] == vocab * d == 25_165_824
+    assert groups["total"] == 12 * depth * d ** 2 + vocab * d == nanochat_scaling_params(depth, d, vocab)
+    assert groups["excluded_embeddings"] == vocab * d and groups["excluded_vectors"] == 0
+    assert groups["all_params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_llama_tiny_gpt_counts_block_matrices_and_head_only():
     d, depth = 32, 2
     model = build_tiny_gpt(depth, 16, 16, V, 16, seed=0)
     groups = scaling_params(model)
-    assert groups["transformer_matrices"] == depth * (4 * d * d + 3 * 4 * d * d)  # attn + SwiGLU MLP
+    assert groups["transformer_matrices"] == depth * (4 * d * d + 3 * 4 * d * d)  # attn + SwiGLU MLP: 16 d^2
     assert groups["lm_head"] == V * d
     assert groups["excluded_embeddings"] == V * d
     assert groups["excluded_vectors"] == (2 * depth + 1) * d  # RMSNorm gains
     assert groups["total"] == groups["transformer_matrices"] + groups["lm_head"]
     assert groups["all_params"] == sum(p.numel() for p in model.parameters())
+
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch/optim/_muon.py (Keller Jordan's quintic)
+
+
+def hand_muon(w, grads, momenta, lr, weight_decay):
+    """torch.optim.Muon (nesterov, adjust_lr_fn="original") written out, float64 with torch's
+    bf16 roundings: per step, buf = m buf + (1 - m) g; u = (1 - m) g + m buf; O = 5 Newton-Schulz
+    steps on u (a bf16 copy, transposed when tall, scaled to Frobenius norm 1; X <- aX + (bA + cA^2)X
+    with A = XX^T); w <- w (1 - lr wd) - lr sqrt(max(1, rows / cols)) O."""
+    r = lambda t: t.bfloat16().double()  # noqa: E731  (torch orthogonalises in bf16)
+    a, b, c = NS_COEFFICIENTS
+    w, buf = w.double(), torch.zeros_like(w, dtype=torch.float64)
+    for g, m in zip(grads, momenta):
+        g = g.double()
+        buf = m * buf + (1 - m) * g
+        x = r((1 - m) * g + m * buf)
+        tall = x.shape[0] > x.shape[1]
+        x = x.T if tall else x
+        x = r(x / r(x.norm()))
+        for _ in range(5):
+            gram = r(x @ x.T)
+            x = r(a * x + r(b * gram + c * gram @ gram) @ x)
+        x = x.T if tall else x
+        w = w * (1 - lr * weight_decay) - lr * max(1.0, w.shape[0] / w.shape[1]) ** 0.5 * x
+    return w
+
+
+def test_muon_steps_of_the_trainer_match_a_hand_written_muon():
+    cfg = tiny_cfg(matrix_lr=0.05, weight_decay=0.5)
+    model = build_nanochat_gpt(cfg.depth, cfg.aspect_ratio, cfg.head_dim, V, cfg.max_seq_len, seed=0)
+    opt = build_optimizer(cfg, model)
+    assert set(opt.optimizers) == {"muon", "adamw"}
+    d = model.config.n_embd
+    adamw_lrs = sorted(g["initial_lr"] for g in opt.optimizers["adamw"].param_groups)
+    assert adamw_lrs == pytest.approx(sorted(lr * (d / 768) ** -0.5 for lr in (cfg.embedding_lr, cfg.unembedding_lr)))
+    muon_params = opt.optimizers["muon"].param_groups[0]["params"]
+    assert {id(p) for p in muon_params} == {id(p) for p in model.transformer.h.parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    grads = [{name: torch.randn(p.shape, generator=gen) for name, p in model.named_parameters()} for _ in range(2)]
+    for step, step_grads in enumerate(grads):
+        for name, p in model.named_parameters():
+            p.grad = step_grads[name].clone()
+        opt.schedule(step, 1.0)
+        opt.step()
+    momenta = [muon_momentum(0), muon_momentum(1)]
+    assert momenta == [0.85, pytest.approx(0.85 + 0.1 / 300)]  # nanochat's warmup 0.85 -> 0.95 over 300 steps
+    checked = 0
+    for name, p in model.named_parameters():
+        if not name.startswith("transformer.h."):
+            continue
+        expected = hand_muon(before[name], [g[name] for g in grads], momenta, cfg.matrix_lr, cfg.weight_decay)
+        moved = expected - before[name].double()
+        tolerance = 3e-3 * moved.norm()  # same math as torch; a few bf16 roundings may differ in order
+        assert (p.detach().double() - expected).norm() <= tolerance, name
+        wrong = hand_muon(before[name], [g[name] for g in grads], [0.95, 0.95], cfg.matrix_lr, cfg.weight_decay)
+        assert (wrong - expected).norm() > 3 * tolerance  # a constant 0.95 momentum would be caught
+        checked += 1
+    assert checked == 6 * cfg.depth  # q, k, v, proj, fc, mlp proj
+
+
+def test_other_models_get_one_adamw_at_learning_rate():
+    cfg = tiny_cfg(model="tiny_gpt", learning_rate=2e-3, weight_decay=0.1)
+    model = build_tiny_gpt(cfg.depth, cfg.aspect_ratio, cfg.head_dim, V, cfg.max_seq_len, seed=0)
+    opt = build_optimizer(cfg, model)
+    assert set(opt.optimizers) == {"adamw"}
+    assert [(g["initial_lr"], g["weight_decay"]) for g in opt.param_groups] == [(2e-3, 0.1), (2e-3, 0.0)]
+    opt.schedule(3, 0.5)
+    assert all(g["lr"] == 1e-3 for g in opt.param_groups)
 
 
 def test_horizon_uses_ratio_unless_iterations_given():
@@ -92,7 +176,7 @@ def test_batch_windows_depend_only_on_seed_and_step():
 
 
 def test_evaluate_bpb_is_nats_over_ln2_bytes_without_specials():
-    model = build_tiny_gpt(1, 32, 16, V, 16, seed=0)
+    model = build_nanochat_gpt(1, 32, 16, V, 16, seed=0)
     with torch.no_grad():
         model.lm_head.weight.zero_()  # uniform prediction: every target costs ln V nats
     tb = torch.as_tensor(TOKEN_BYTES, dtype=torch.int64)
@@ -118,6 +202,16 @@ def test_time_to_target_measured_extrapolated_unreachable():
     flat = time_to_target([(0, 3.0), (10, 2.0), (20, 2.1), (30, 2.2)], times[:4], 1.0, 40, 0.5)
     assert flat.method == "unreachable" and flat.extrapolated_sec == math.inf
     assert time_to_target(evals, times, float("nan"), 40, 0.5).method == "no_threshold"
+
+
+def test_runs_crossing_at_the_same_eval_rank_by_where_they_cross_not_by_jitter():
+    fast_clock = time_to_target([(0, 3.0), (10, 2.0), (20, 1.5)], [0, 4.0, 8.0], 1.9, 40, sec_per_step=0.4)
+    slow_clock = time_to_target([(0, 3.0), (10, 2.0), (20, 1.5)], [0, 4.4, 8.9], 1.9, 40, sec_per_step=0.4)
+    assert fast_clock.measured_sec != slow_clock.measured_sec  # wall time differs by jitter...
+    assert fast_clock.score_sec == slow_clock.score_sec  # ...the score does not
+    assert fast_clock.crossing_step == pytest.approx(12.0)  # 2.0 -> 1.5 over steps 10..20 crosses 1.9 at 12
+    nearer = time_to_target([(0, 3.0), (10, 1.95), (20, 1.5)], [0, 4.0, 8.0], 1.9, 40, sec_per_step=0.4)
+    assert nearer.crossing_step == pytest.approx(10 + 0.05 / 0.45 * 10) and nearer.score_sec < fast_clock.score_sec
 
 
 def test_crossing_fits_offset_and_linear():
@@ -207,7 +301,10 @@ def test_resume_reaches_the_uninterrupted_numbers(tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_without_raising(tmp_path):
-    result = train(tiny_cfg(learning_rate=1e30), TRAIN, VAL, TOKEN_BYTES, log=quiet, out_dir=tmp_path)
+    # the Llama with AdamW at lr 1e30 overflows at once; nanochat's GPT (norms everywhere,
+    # soft-capped logits, orthogonalised updates) stays finite even at absurd LRs
+    result = train(tiny_cfg(model="tiny_gpt", learning_rate=1e30), TRAIN, VAL, TOKEN_BYTES, log=quiet,
+                   out_dir=tmp_path)
     assert result.status == "failed" and result.steps == 1
     assert "non-finite train loss" in result.notes and "at step 1" in result.notes
     assert result.checkpoint_path == "" and not (tmp_path / "checkpoint.pt").exists()

@@ -62,7 +62,10 @@ def test_resume_from_a_later_step_keeps_the_earlier_history(tmp_path):
 def test_time_to_target_is_scored_from_the_log():
     log = parse_training_log(DATA / "nanochat_2026_bf16_mfu.log")
     hit = log.time_to_target_for(1.0)
-    assert hit.method == "measured" and hit.crossing_step == 60
+    (s0, v0), (s1, v1) = log.evals[1], log.evals[2]  # the evals bracketing 1.0
+    assert v0 > 1.0 >= v1 and s1 == 60
+    assert hit.method == "measured" and hit.crossing_step == pytest.approx(s0 + (1.0 - v0) / (v1 - v0) * (s1 - s0))
+    assert hit.score_sec == pytest.approx(hit.crossing_step * log.dt_median_ms / 1000)
     assert hit.measured_sec == pytest.approx(log.eval_train_times[2])
     miss = log.time_to_target_for(0.9)
     assert miss.method == "extrapolated:power_law" and miss.crossing_step > 90

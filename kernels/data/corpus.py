@@ -161,29 +161,67 @@ def paragraphs(text: str) -> list[str]:
     return [re.sub(r"\s*\n\s*", " ", p.strip()) for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
+# A document is split inside only when it has more than this many times 1 / val_fraction
+# paragraphs (a novel); smaller ones (a story, an article) are held out whole.
+LARGE_DOC_FACTOR = 10
+SPLIT_VERSION = 2  # part of the fingerprint: a new rule is a new split
+
+
+def _tail_cut(paras: list[str], val_fraction: float) -> int:
+    """Index of the first paragraph of the last ``val_fraction`` of characters."""
+    total, seen = sum(len(p) for p in paras), 0
+    for i in range(len(paras) - 1, 0, -1):
+        seen += len(paras[i])
+        if seen >= val_fraction * total:
+            return i
+    return len(paras)
+
+
+def _held_out_documents(docs: list[Document], val_fraction: float) -> set[int]:
+    """Whole documents for validation: in the order of a hash of their content (stable
+    under reordering and additions), taken while that brings the held-out characters
+    closer to ``val_fraction`` of the total, and at least one."""
+    target = val_fraction * sum(len(d.text) for d in docs)
+    order = sorted(range(len(docs)), key=lambda i: hashlib.sha256(docs[i].text.encode()).hexdigest())
+    chosen, held = set(), 0
+    for i in order:
+        size = len(docs[i].text)
+        if chosen and abs(held + size - target) >= abs(held - target):
+            continue  # this one overshoots: a later (smaller) one may still fit
+        chosen.add(i)
+        held += size
+    return chosen
+
+
 def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
-    """Per document: the last ``val_fraction`` of characters (whole paragraphs) is val."""
+    """Train/validation without sharing a paragraph, at ``val_fraction`` of the characters.
+
+    Whole documents are held out (chosen by a hash of their content), so validation is
+    never the endings of training stories. Only a document far larger than 1 /
+    val_fraction paragraphs (LARGE_DOC_FACTOR times) is split inside: its last
+    val_fraction of characters, at a paragraph boundary. The realised fraction is then
+    within one held-out unit (a small document, or a paragraph of a large one) of
+    val_fraction, for any mix of document sizes.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ExpspecError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
+    large = {i for i, d in enumerate(docs) if len(paragraphs(d.text)) > LARGE_DOC_FACTOR / val_fraction}
+    small = [i for i in range(len(docs)) if i not in large]
+    held = {small[j] for j in _held_out_documents([docs[i] for i in small], val_fraction)} if small else set()
+    if not large and len(held) >= len(docs):
+        raise ExpspecError(f"corpus: {len(docs)} document(s) cannot be split into train and validation "
+                           f"at val_fraction={val_fraction} (add documents or split them into paragraphs)")
     train, val = [], []
-    for doc in docs:
-        paras = paragraphs(doc.text)
-        total = sum(len(p) for p in paras)
-        cut, seen = len(paras), 0
-        for i in range(len(paras) - 1, 0, -1):
-            seen += len(paras[i])
-            if seen >= val_fraction * total:
-                cut = i
-                break
-        if cut < len(paras):
-            val.append(Document(doc.name, "\n\n".join(paras[cut:])))
-        train.append(Document(doc.name, "\n\n".join(paras[:cut])))
-    if not val:  # a corpus of single-paragraph documents: hold out whole documents instead
-        n_val = max(1, round(val_fraction * len(docs)))
-        if n_val >= len(docs):
-            raise ExpspecError("corpus: too small to hold out a validation paragraph")
-        train, val = train[:-n_val], train[-n_val:]
-    digest = hashlib.sha256(f"val_fraction={val_fraction}".encode())  # the split is part of the data
+    for i, doc in enumerate(docs):
+        if i in large:
+            paras = paragraphs(doc.text)
+            cut = _tail_cut(paras, val_fraction)
+            train.append(Document(doc.name, "\n\n".join(paras[:cut])))
+            if cut < len(paras):
+                val.append(Document(doc.name, "\n\n".join(paras[cut:])))
+        else:
+            (val if i in held else train).append(doc)
+    digest = hashlib.sha256(f"val_fraction={val_fraction};split=v{SPLIT_VERSION}".encode())
     for doc in docs:
         digest.update(doc.name.encode() + b"\0" + hashlib.sha256(doc.text.encode()).digest())
     return CorpusSplit(train, val, fingerprint=digest.hexdigest()[:16])

@@ -100,10 +100,13 @@ def _fit_offset_free(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]
     return exponent, prefactor, 0.0
 
 
-def _fit_with_offset(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least squares on y of y = A x^-p + c with c < min(y); returns (p, A, c)."""
+def _fit_with_offset(x: np.ndarray, y: np.ndarray, offset_min: float | None = None) -> tuple[float, float, float]:
+    """Least squares on y of y = A x^-p + c with offset_min <= c < min(y); returns (p, A, c)."""
     log_x, y_min = np.log(x), float(y.min())
     spread = float(y.max() - y.min()) or abs(y_min) or 1.0
+    max_gap = np.inf if offset_min is None else y_min - offset_min
+    if not max_gap > 0:
+        raise ExpspecError(f"fit_power_law: min(y) = {y_min:.6g} is not above offset_min = {offset_min}")
 
     def residuals(params: np.ndarray) -> np.ndarray:
         log_a, exponent, log_gap = params  # offset = y_min - exp(log_gap) < y_min
@@ -111,24 +114,32 @@ def _fit_with_offset(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]
 
     # Profile the offset: for each candidate gap below min(y), the log-log line of y - c.
     best, best_cost = None, np.inf
-    for gap in spread * np.logspace(-6, 4, 81):
+    gaps = spread * np.logspace(-6, 4, 81)
+    for gap in np.append(gaps[gaps < max_gap], max_gap if np.isfinite(max_gap) else []):
         exponent, prefactor = _log_line(x, y - (y_min - gap))
         params = np.array([np.log(prefactor), exponent, np.log(gap)])
         cost = float(np.sum(residuals(params) ** 2))
         if np.isfinite(cost) and cost < best_cost:
             best, best_cost = params, cost
     with np.errstate(over="ignore", invalid="ignore"):
-        refined = least_squares(residuals, best, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                                max_nfev=20_000)
+        if offset_min is None:
+            refined = least_squares(residuals, best, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                    max_nfev=20_000)
+        else:  # the floor may not go below offset_min: bound log(gap) above
+            upper = np.array([np.inf, np.inf, np.log(max_gap)])
+            start = np.minimum(best, upper - 1e-12)
+            refined = least_squares(residuals, start, method="trf", bounds=(-np.inf, upper), xtol=1e-15,
+                                    ftol=1e-15, gtol=1e-15, max_nfev=20_000)
     params = refined.x if np.all(np.isfinite(refined.x)) and refined.cost <= 0.5 * best_cost else best
     log_a, exponent, log_gap = params
     return float(exponent), float(np.exp(log_a)), float(y_min - np.exp(log_gap))
 
 
-def _bootstrap_exponent(x, y, offset: bool, n_resamples: int, seed: int) -> tuple[float, float] | None:
+def _bootstrap_exponent(x, y, offset: bool, n_resamples: int, seed: int,
+                        offset_min: float | None = None) -> tuple[float, float] | None:
     rng = np.random.default_rng(seed)
     needed = 3 if offset else 2
-    fit = _fit_with_offset if offset else _fit_offset_free
+    fit = (lambda a, b: _fit_with_offset(a, b, offset_min)) if offset else _fit_offset_free
     exponents = []
     for _ in range(n_resamples):
         pick = rng.integers(0, x.size, size=x.size)
@@ -148,15 +159,16 @@ def percentile_interval(estimates) -> tuple[float, float] | None:
 
 
 def fit_power_law(x, y, offset: bool = False, window: tuple[float, float] | None = None,
-                  bootstrap: int = 0, seed: int = 0) -> PowerLawFit:
-    """Fit y = prefactor * x^-exponent (+ offset, with offset < min(y)) to the points in window."""
+                  bootstrap: int = 0, seed: int = 0, offset_min: float | None = None) -> PowerLawFit:
+    """Fit y = prefactor * x^-exponent (+ offset, with offset_min <= offset < min(y)) to the
+    points in window. ``offset_min`` bounds a physical floor (0 for a loss); None: unbounded."""
     if bootstrap < 0:
         raise ExpspecError(f"fit_power_law: bootstrap must be >= 0, got {bootstrap}")
     x, y = _points_in_window(x, y, window)
     _check_points(x, y, offset, window)
-    exponent, prefactor, floor = (_fit_with_offset if offset else _fit_offset_free)(x, y)
+    exponent, prefactor, floor = _fit_with_offset(x, y, offset_min) if offset else _fit_offset_free(x, y)
     fitted = prefactor * x ** -exponent + floor
     r2 = r2_score(y, fitted) if offset else r2_score(np.log(y), np.log(fitted))
-    ci = _bootstrap_exponent(x, y, offset, bootstrap, seed) if bootstrap else None
+    ci = _bootstrap_exponent(x, y, offset, bootstrap, seed, offset_min) if bootstrap else None
     window_out = (float(window[0]), float(window[1])) if window is not None else None
     return PowerLawFit(exponent, prefactor, floor, r2, int(x.size), window_out, ci)

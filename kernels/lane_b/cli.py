@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from expspec.kernels.cli import add_config_args, config_from_args, device_from_args
+from expspec.kernels.cli import add_config_args, config_from_args, device_from_args, out_path
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.atomic_io import write_json_atomic
 from expspec.kernels.provenance import file_fingerprint, git_commit
@@ -28,13 +28,6 @@ from expspec.kernels.provenance import file_fingerprint, git_commit
 
 def _provenance(cfg: dict, inputs: dict[str, str]) -> dict:
     return {"config": cfg, "seed": cfg["common"]["seed"], "git_commit": git_commit(), "inputs": inputs}
-
-
-def _check_out(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and out.is_dir():
-        raise ExpspecError(f"--out {out}: is a directory, expected a file path")
-    return out
 
 
 def cmd_stats(args) -> int:
@@ -49,7 +42,7 @@ def cmd_stats(args) -> int:
         if flag is not None:
             sets.append(f"lane_b.{key}={flag}")
     cfg = config_from_args(args, sets)
-    out = _check_out(args.out)
+    out = out_path(args.out)
     split = load_corpus(cfg["common"]["corpus"], cfg["common"]["val_fraction"])
     stats = corpus_stats(cfg["lane_b"], cfg["common"], split, device=device_from_args(args))
     stats["provenance"] = _provenance(cfg, {"corpus": split.fingerprint})
@@ -64,7 +57,7 @@ def cmd_infer(args) -> int:
 
     cfg = config_from_args(args)
     lane_b = cfg["lane_b"]
-    out = _check_out(args.out)
+    out = out_path(args.out)
     points = read_calibration_points(args.calibration)
     inputs = {"calibration": file_fingerprint(args.calibration)}
     if args.stats:
@@ -118,7 +111,7 @@ def _pipeline_steps() -> dict:
 def cmd_pipeline_step(args) -> int:
     import json
 
-    from expspec.kernels.lane_b.pipeline import LaneB
+    from expspec.kernels.lane_b.runs import LaneB
     from expspec.kernels.atomic_io import jsonable
 
     cfg = config_from_args(args)

@@ -16,262 +16,253 @@ C = J - p q^T is never formed:
 
 Marginals p, q come from the same P pairs as J, and every lag uses the same P pair
 positions (``max_pairs`` subsamples them, seeded), so norms at different lags share one
-noise level. That level, the noise floor, is measured on a shuffled copy of the stream
-(an i.i.d. stream with the same unigram) at the same P. A lag is usable while its
-operator norm exceeds ``floor_factor`` x the floor; beta is fitted on the contiguous
-usable lags by ``fit_power_law``, and its CI comes from a block bootstrap of the stream
-(lags of one stream are not independent points, so resampling them would be wrong).
+noise level. That level is measured on shuffled copies of the stream (i.i.d. streams
+with the same unigram) at the same P.
+
+Two rules choose the lags beta is fitted on (both are reported; ``beta_window`` picks
+the one that feeds alpha):
+
+* ``floor``: lags whose operator norm exceeds ``floor_factor`` x the shuffled stream's
+  (one shuffle). Simple, but a lag 1.5x above the floor is real signal, and it is thrown
+  away: on small corpora only the steep short-range lags survive.
+* ``debiased``: sampling noise adds to the Frobenius norm in quadrature,
+  E||C_hat||^2 = ||C||^2 + E||N||^2 (the cross term has zero mean), so
+  sqrt(max(0, ||C_hat||^2 - mean ||N||^2)) estimates ||C||, with mean and spread of
+  ||N||^2 from ``noise_shuffles`` shuffles. A lag is usable while its excess
+  ||C_hat||^2 - mean clears ``noise_sigmas`` x the spread (pooled over lags: every lag
+  of an i.i.d. stream has the same noise law) - the noise's spread, not its level.
+
+Each rule keeps the contiguous run of lags from the first that passes until one fails,
+and fits ``fit_power_law`` there. On planted power laws (tests/test_correlation.py) both
+recover beta; the debiased window keeps 2-3x the lags but its extra lags sit near the
+noise and weigh as much as the clean ones in the log-log fit, so its beta scatters more
+(about 2x the floor rule's error where the floor rule has >= 2 lags). It is the rule that
+sees a tail with another slope, which an exact power law cannot have.
+
+beta's 95% interval is a block bootstrap over the stream (lags of one stream are not
+independent points, so resampling lags would be wrong): the left positions are cut into
+~64 contiguous blocks, blocks are drawn with replacement, and each block brings its own
+pairs. Both windows are re-selected in every resample (the floor and the noise spread
+held at the sample's values). Two corrections make the resampled norms mean what the
+sample's do: a resample's debiased ||C||^2 sums products of different blocks only (a
+block's noise times itself, ~||N||^2 / sqrt(blocks), would otherwise swamp the
+interval), and each lag's resampled norms are recentred on the sample's value (a
+resample carries the sample's noise plus its own, so it sits higher). On planted streams
+the bootstrap spread then matches the spread of beta across independent streams.
+A resample is cheap: per lag, the pair counts of each block are tabulated once (a sparse
+codes x blocks matrix), so a resample's joint is a sparse mat-vec on a fixed sparsity
+pattern, its Frobenius norm a pass over it, and its operator norm a few power iterations
+from the sample's top singular vector (computed only while the floor window is open).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import LinearOperator, svds
-from threadpoolctl import threadpool_limits
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.fit.power_law import fit_power_law
+from expspec.kernels.lane_b.correlation_bootstrap import _block_bootstrap, _bootstrap_fit, _recentred, default_block_len
+from expspec.kernels.lane_b.correlation_norms import (
+    LagNorms,
+    _check_lags,
+    _check_stream,
+    _norms_at_positions,
+    pair_positions,
+    shuffled_stream,
+)
 from expspec.kernels.progress import track
-from expspec.kernels.fit.power_law import fit_power_law, percentile_interval
 
-SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK for the top singular value
-ZERO_NORM = 1e-13  # a Frobenius norm below this is C == 0 up to rounding
+BETA_WINDOWS = ("debiased", "floor")  # the lane_b.beta_window choices
 
 
 @dataclass
-class LagNorms:
-    lags: np.ndarray
-    op_norm: np.ndarray
-    frob_norm: np.ndarray
-    n_pairs: int  # P, the same for every lag
-    vocab_size: int
+class NoiseLevel:
+    """||N||^2 of shuffled streams at the sample's P: per-lag mean and sd, pooled spread."""
 
-    def to_dict(self) -> dict:
-        return {"lags": self.lags.tolist(), "op_norm": self.op_norm.tolist(),
-                "frob_norm": self.frob_norm.tolist(), "n_pairs": self.n_pairs,
-                "vocab_size": self.vocab_size}
+    frob2_mean: np.ndarray  # per lag, mean over the shuffles of ||C_shuffled||_F^2
+    frob2_sd: np.ndarray  # per lag, their standard deviation
+    spread: float  # sd pooled over lags (same noise law at every lag): the debiased rule's unit
+    floor: LagNorms  # the first shuffle's norms: the floor rule's floor
+    n_shuffles: int
+    analytic: float  # (1 - |p|^2)(1 - |q|^2) / P, the i.i.d. expectation of ||N||_F^2
 
 
 @dataclass
-class CorrelationDecay:
-    rows: list[dict]  # per lag: lag, op_norm, frob_norm, floor_op, floor_frob, usable
-    n_pairs: int  # P
-    vocab_size: int  # V
-    floor_factor: float
+class WindowFit:
+    """beta on one window rule's lags, with its block-bootstrap interval."""
+
+    rule: str  # floor | debiased
+    norm: str  # the norm fitted: op (floor rule) | frob_debiased (debiased rule)
+    usable: list  # per lag
     window: tuple[int, int] | None  # (first, last) usable lag
     n_usable: int
-    beta: float  # from the operator norm; nan when fewer than 2 usable lags
-    beta_frob: float
+    beta: float  # nan when fewer than 2 usable lags
     r2: float
-    r2_frob: float
     prefactor: float
-    ci: tuple[float, float] | None  # block-bootstrap 95% interval of beta
-    n_bootstrap: int
+    beta_frob: float  # the raw Frobenius norm fitted on the same window (a diagnostic)
+    r2_frob: float
+    ci: tuple[float, float] | None = None  # block-bootstrap 95% interval of beta
+    n_bootstrap: int = 0  # resamples asked for
+    n_bootstrap_fitted: int = 0  # resamples whose re-selected window had >= 2 lags
+    bootstrap_windows: dict = field(default_factory=dict)  # "first-last": count over resamples
+    samples: list = field(default_factory=list)  # the resamples' betas (alpha's interval pairs them)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _check_stream(tokens, vocab_size: int) -> np.ndarray:
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ExpspecError(
-            f"correlation: tokens must be a 1-D integer array, got {tokens.dtype} {tokens.shape}"
-        )
-    if vocab_size < 2:
-        raise ExpspecError(f"correlation: vocab_size must be >= 2, got {vocab_size}")
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ExpspecError(
-            f"correlation: token ids must lie in [0, {vocab_size}), got [{tokens.min()}, {tokens.max()}]"
-        )
-    return tokens.astype(np.int64, copy=False)
+@dataclass
+class CorrelationDecay:
+    rows: list[dict]  # per lag: norms, floor, noise, debiased norm, usable under each rule
+    n_pairs: int  # P
+    vocab_size: int  # V
+    floor_factor: float
+    noise_shuffles: int
+    noise_sigmas: float
+    noise_spread: float  # pooled sd of ||N||_F^2 over the shuffles
+    noise_frob2_analytic: float
+    beta_window: str  # the rule whose beta is ``beta`` (feeds alpha)
+    # the chosen rule's fit, flat (what stats.json's beta/beta_ci/beta_r2 repeat)
+    window: tuple[int, int] | None
+    n_usable: int
+    beta: float
+    beta_frob: float
+    r2: float
+    r2_frob: float
+    prefactor: float
+    ci: tuple[float, float] | None
+    n_bootstrap: int
+    floor: dict  # WindowFit of each rule
+    debiased: dict
+    bootstrap: dict  # how the interval was made
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _check_lags(lags, n_tokens: int) -> np.ndarray:
-    lags = np.asarray(lags)
-    if lags.ndim != 1 or lags.size == 0 or not np.issubdtype(lags.dtype, np.integer):
-        raise ExpspecError(f"correlation: lags must be a non-empty list of integers, got {lags.tolist()}")
-    if np.any(lags < 1) or np.unique(lags).size != lags.size:
-        raise ExpspecError(f"correlation: lags must be distinct integers >= 1, got {lags.tolist()}")
-    if lags.max() >= n_tokens:
-        raise ExpspecError(f"correlation: largest lag {lags.max()} needs more than {n_tokens} tokens")
-    return np.sort(lags.astype(np.int64))
+def _analytic_noise(p: np.ndarray, q: np.ndarray, n_pairs: float) -> float:
+    """E||C_hat||_F^2 of P i.i.d. pairs with marginals p, q: (1 - |p|^2)(1 - |q|^2) / P."""
+    return float((1.0 - p @ p) * (1.0 - q @ q) / n_pairs)
 
 
-def pair_positions(n_tokens: int, max_lag: int, max_pairs: int | None, seed: int) -> np.ndarray:
-    """The P left positions i shared by every lag: all of [0, N - max_lag) or a seeded sample."""
-    available = n_tokens - max_lag
-    if max_pairs is None or max_pairs >= available:
-        return np.arange(available, dtype=np.int64)
-    if max_pairs < 1:
-        raise ExpspecError(f"correlation: max_pairs must be >= 1, got {max_pairs}")
-    rng = np.random.default_rng([seed, 1])
-    return np.sort(rng.choice(available, size=max_pairs, replace=False)).astype(np.int64)
+def noise_level(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray, vocab_size: int,
+                n_shuffles: int, seed: int = 0) -> NoiseLevel:
+    """||N||_F^2 of ``n_shuffles`` shuffles at the sample's pairs; the first also gives the floor."""
+    if n_shuffles < 2:
+        raise ExpspecError(f"correlation: noise_shuffles must be >= 2 (a spread needs two), got {n_shuffles}")
+    floor = _norms_at_positions(shuffled_stream(tokens, seed), lags, positions, vocab_size)
+    frob2 = [floor.frob_norm ** 2]
+    for index in track(range(1, n_shuffles), "noise shuffles"):
+        shuffled = shuffled_stream(tokens, seed, index)
+        frob2.append(_norms_at_positions(shuffled, lags, positions, vocab_size, op=False).frob_norm ** 2)
+    frob2 = np.array(frob2)
+    sd = frob2.std(axis=0, ddof=1)
+    unigram = np.bincount(tokens[positions], minlength=vocab_size) / positions.size
+    return NoiseLevel(frob2.mean(axis=0), sd, float(np.sqrt(np.mean(sd ** 2))), floor, int(n_shuffles),
+                      _analytic_noise(unigram, unigram, positions.size))
 
 
-def joint_distribution(left: np.ndarray, right: np.ndarray, vocab_size: int) -> sp.csr_matrix:
-    """Sparse J[mu, nu] = share of pairs with (x_i, x_{i+n}) = (mu, nu), built in O(P log P).
-
-    ``np.unique`` of the pair codes mu * V + nu returns them sorted row-major and distinct,
-    which is already CSR order: the row pointer is a cumulative count, nothing is re-sorted.
-    """
-    codes, counts = np.unique(left * vocab_size + right, return_counts=True)
-    rows, cols = np.divmod(codes, vocab_size)
-    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=vocab_size), out=indptr[1:])
-    index_type = np.int32 if codes.size < 2**31 else np.int64
-    return sp.csr_matrix((counts / left.size, cols.astype(index_type), indptr.astype(index_type)),
-                         shape=(vocab_size, vocab_size))
+def debiased_norms(frob_norm, noise_frob2) -> np.ndarray:
+    """sqrt(max(0, ||C_hat||_F^2 - E||N||_F^2)): the Frobenius norm with the noise removed."""
+    frob_norm = np.asarray(frob_norm, dtype=float)
+    return np.sqrt(np.maximum(frob_norm ** 2 - np.asarray(noise_frob2, dtype=float), 0.0))
 
 
-def frobenius_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray) -> float:
-    """||J - p q^T||_F from J's non-zeros only.
-
-    Algebraically ||J||^2 - 2 p^T J q + ||p||^2 ||q||^2; summed as the exact entries on
-    J's support plus the p q^T mass off it, which keeps the cancellation small when C ~ 0.
-    """
-    rows = np.repeat(np.arange(joint.shape[0]), np.diff(joint.indptr))
-    outer_on_support = p[rows] * q[joint.indices]
-    on_support = np.sum((joint.data - outer_on_support) ** 2)
-    off_support = (p @ p) * (q @ q) - np.sum(outer_on_support ** 2)
-    return float(np.sqrt(on_support + max(off_support, 0.0)))
-
-
-def operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray) -> float:
-    """Top singular value of J - p q^T, applied implicitly (never V x V)."""
-    joint_t = joint.T  # a CSC view, no copy
-
-    def matvec(v):
-        v = np.ravel(v)
-        return joint @ v - p * (q @ v)
-
-    def rmatvec(u):
-        u = np.ravel(u)
-        return joint_t @ u - q * (p @ u)
-
-    size = joint.shape[0]
-    centred = LinearOperator((size, size), matvec=matvec, rmatvec=rmatvec, dtype=float)
-    start = np.random.default_rng(0).standard_normal(size)  # ones lie in C's null space
-    top = svds(centred, k=1, tol=SVD_TOLERANCE, v0=start, return_singular_vectors=False,
-               maxiter=100 * size)
-    return float(top[0])
-
-
-def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray,
-                        vocab_size: int) -> LagNorms:
-    left = tokens[positions]
-    p = np.bincount(left, minlength=vocab_size) / left.size
-    op, frob = np.empty(lags.size), np.empty(lags.size)
-    # Each step is one sparse pass or a length-V vector op: BLAS threads only add
-    # synchronisation (4x slower on a busy 2-core box), so they are held at one here.
-    with threadpool_limits(limits=1, user_api="blas"):
-        for k, lag in enumerate(lags):
-            right = tokens[positions + lag]
-            q = np.bincount(right, minlength=vocab_size) / right.size
-            joint = joint_distribution(left, right, vocab_size)
-            frob[k] = frobenius_norm(joint, p, q)
-            # C == 0 to rounding (e.g. a constant stream): ARPACK cannot start, and op <= frob
-            op[k] = operator_norm(joint, p, q) if frob[k] > ZERO_NORM else frob[k]
-    return LagNorms(lags, op, frob, int(positions.size), int(vocab_size))
-
-
-def correlation_norms(tokens, lags, vocab_size: int, max_pairs: int | None = None,
-                      seed: int = 0) -> LagNorms:
-    """Operator and Frobenius norms of C(n) for each lag n, all lags on the same P pairs."""
-    tokens = _check_stream(tokens, vocab_size)
-    lags = _check_lags(lags, tokens.size)
-    positions = pair_positions(tokens.size, int(lags.max()), max_pairs, seed)
-    return _norms_at_positions(tokens, lags, positions, vocab_size)
-
-
-def shuffled_stream(tokens, seed: int = 0) -> np.ndarray:
-    """An i.i.d. stream with the same unigram: a seeded permutation of the tokens."""
-    return np.random.default_rng([seed, 2]).permutation(np.asarray(tokens))
-
-
-def noise_floor(tokens, lags, vocab_size: int, max_pairs: int | None = None,
-                seed: int = 0) -> LagNorms:
-    """The norms an i.i.d. stream with this unigram gives at the same P: the floor."""
-    return correlation_norms(shuffled_stream(tokens, seed), lags, vocab_size, max_pairs, seed)
-
-
-def usable_lags(norms: np.ndarray, floor: np.ndarray, floor_factor: float) -> np.ndarray:
-    """Contiguous lags from the first whose norm exceeds floor_factor x floor, until one fails."""
-    above = norms > floor_factor * floor
-    usable = np.zeros(norms.size, dtype=bool)
+def _contiguous_run(above: np.ndarray) -> np.ndarray:
+    """The run of True from the first True until the first False after it."""
+    above = np.asarray(above, dtype=bool)
+    usable = np.zeros(above.size, dtype=bool)
     if above.any():
         first = int(np.argmax(above))
         last = first
-        while last + 1 < norms.size and above[last + 1]:
+        while last + 1 < above.size and above[last + 1]:
             last += 1
         usable[first:last + 1] = True
     return usable
 
 
-def block_resample(tokens: np.ndarray, block_len: int, rng: np.random.Generator) -> np.ndarray:
-    """A stream of the same length made of contiguous blocks drawn with replacement."""
-    n_blocks = -(-tokens.size // block_len)
-    starts = rng.integers(0, tokens.size - block_len + 1, size=n_blocks)
-    return np.concatenate([tokens[s:s + block_len] for s in starts])[:tokens.size]
+def usable_lags(norms: np.ndarray, floor: np.ndarray, floor_factor: float) -> np.ndarray:
+    """The floor rule: contiguous lags from the first whose norm exceeds floor_factor x floor."""
+    return _contiguous_run(np.asarray(norms) > floor_factor * np.asarray(floor))
 
 
-def default_block_len(n_tokens: int, max_lag: int) -> int:
-    """Blocks long against the largest lag (pairs rarely straddle a seam), ~64 per stream."""
-    return int(min(n_tokens, max(8 * max_lag, n_tokens // 64)))
+def debiased_usable_lags(frob_norm, noise_frob2, spread: float, sigmas: float) -> np.ndarray:
+    """The debiased rule: contiguous lags whose ||C_hat||_F^2 - E||N||^2 exceeds sigmas x spread."""
+    excess = np.asarray(frob_norm, dtype=float) ** 2 - np.asarray(noise_frob2, dtype=float)
+    return _contiguous_run(excess > sigmas * spread)
+
+
+def _window_fit(rule: str, norm: str, lags: np.ndarray, fitted: np.ndarray, raw_frob: np.ndarray,
+                usable: np.ndarray) -> WindowFit:
+    nan = float("nan")
+    result = WindowFit(rule, norm, usable.tolist(), None, int(usable.sum()), nan, nan, nan, nan, nan)
+    if result.n_usable < 2:
+        return result  # no decay to fit: beta stays nan and the caller reports why
+    x = lags[usable]
+    fit, fit_frob = fit_power_law(x, fitted[usable]), fit_power_law(x, raw_frob[usable])
+    result.window = (int(x[0]), int(x[-1]))
+    result.beta, result.r2, result.prefactor = fit.exponent, fit.r2, fit.prefactor
+    result.beta_frob, result.r2_frob = fit_frob.exponent, fit_frob.r2
+    return result
 
 
 def correlation_decay(tokens, lags, vocab_size: int, floor_factor: float = 3.0,
                       max_pairs: int | None = None, bootstrap: int = 0, seed: int = 0,
-                      block_len: int | None = None) -> CorrelationDecay:
-    """Norms per lag, their noise floor, the usable window and beta (op norm) with its CI."""
+                      block_len: int | None = None, beta_window: str = "floor",
+                      noise_shuffles: int = 8, noise_sigmas: float = 3.0) -> CorrelationDecay:
+    """Norms per lag, their noise, both usable windows, beta on each (with its CI); ``beta_window`` chooses."""
     if floor_factor <= 0 or not np.isfinite(floor_factor):
         raise ExpspecError(f"correlation: floor_factor must be a positive number, got {floor_factor}")
+    if noise_sigmas <= 0 or not np.isfinite(noise_sigmas):
+        raise ExpspecError(f"correlation: noise_sigmas must be a positive number, got {noise_sigmas}")
     if bootstrap < 0:
         raise ExpspecError(f"correlation: bootstrap must be >= 0, got {bootstrap}")
+    if beta_window not in BETA_WINDOWS:
+        raise ExpspecError(f"correlation: beta_window must be one of {', '.join(BETA_WINDOWS)}, got {beta_window!r}")
     tokens = _check_stream(tokens, vocab_size)
     lags = _check_lags(lags, tokens.size)
     positions = pair_positions(tokens.size, int(lags.max()), max_pairs, seed)
-    measured = _norms_at_positions(tokens, lags, positions, vocab_size)
-    floor = _norms_at_positions(shuffled_stream(tokens, seed), lags, positions, vocab_size)
-    usable = usable_lags(measured.op_norm, floor.op_norm, floor_factor)
-    rows = [{"lag": int(lag), "op_norm": float(o), "frob_norm": float(f), "floor_op": float(fo),
-             "floor_frob": float(ff), "usable": bool(u)}
-            for lag, o, f, fo, ff, u in zip(lags, measured.op_norm, measured.frob_norm,
-                                            floor.op_norm, floor.frob_norm, usable)]
-    nan = float("nan")
-    result = CorrelationDecay(rows, measured.n_pairs, int(vocab_size), float(floor_factor), None,
-                              int(usable.sum()), nan, nan, nan, nan, nan, None, 0)
-    if result.n_usable < 2:
-        return result  # no decay to fit: beta stays nan and the caller reports why
-    x = lags[usable]
-    fit = fit_power_law(x, measured.op_norm[usable])
-    fit_frob = fit_power_law(x, measured.frob_norm[usable])
-    result.window = (int(x[0]), int(x[-1]))
-    result.beta, result.r2, result.prefactor = fit.exponent, fit.r2, fit.prefactor
-    result.beta_frob, result.r2_frob = fit_frob.exponent, fit_frob.r2
+    measured = _norms_at_positions(tokens, lags, positions, vocab_size, keep_vectors=bootstrap > 0)
+    noise = noise_level(tokens, lags, positions, vocab_size, noise_shuffles, seed)
+    debiased = debiased_norms(measured.frob_norm, noise.frob2_mean)
+    usable_floor = usable_lags(measured.op_norm, noise.floor.op_norm, floor_factor)
+    usable_debiased = debiased_usable_lags(measured.frob_norm, noise.frob2_mean, noise.spread, noise_sigmas)
+    fits = {"floor": _window_fit("floor", "op", lags, measured.op_norm, measured.frob_norm, usable_floor),
+            "debiased": _window_fit("debiased", "frob_debiased", lags, debiased, measured.frob_norm,
+                                    usable_debiased)}
+    usable_chosen = usable_floor if beta_window == "floor" else usable_debiased
+    rows = [{"lag": int(lags[k]), "op_norm": float(measured.op_norm[k]), "frob_norm": float(measured.frob_norm[k]),
+             "floor_op": float(noise.floor.op_norm[k]), "floor_frob": float(noise.floor.frob_norm[k]),
+             "noise_frob2": float(noise.frob2_mean[k]), "noise_frob2_sd": float(noise.frob2_sd[k]),
+             "frob_debiased": float(debiased[k]), "usable": bool(usable_chosen[k]),
+             "usable_floor": bool(usable_floor[k]), "usable_debiased": bool(usable_debiased[k])}
+            for k in range(lags.size)]
+    how = {"resamples": int(bootstrap)}
     if bootstrap:
         block_len = block_len or default_block_len(tokens.size, int(lags.max()))
-        result.ci = _block_bootstrap_beta(tokens, x, int(lags.max()), vocab_size, max_pairs,
-                                          bootstrap, seed, block_len)
-        result.n_bootstrap = bootstrap
-    return result
-
-
-def _block_bootstrap_beta(tokens, window_lags, max_lag, vocab_size, max_pairs, n_resamples, seed,
-                          block_len) -> tuple[float, float] | None:
-    """Percentile interval of beta refitted on block-resampled streams over the same lags."""
-    rng = np.random.default_rng([seed, 3])
-    betas = []
-    for _ in track(range(n_resamples), "block bootstrap of beta"):
-        stream = block_resample(tokens, block_len, rng)
-        positions = pair_positions(stream.size, max_lag, max_pairs, seed)
-        norms = _norms_at_positions(stream, window_lags, positions, vocab_size).op_norm
-        if np.all(norms > 0):
-            betas.append(fit_power_law(window_lags, norms).exponent)
-    return percentile_interval(betas)
+        op, cross = _block_bootstrap(tokens, lags, positions, vocab_size, measured, noise.floor.op_norm,
+                                     floor_factor, bootstrap, block_len, seed)
+        op = _recentred(op, measured.op_norm, log=True)
+        excess = _recentred(cross, measured.frob_norm ** 2 - noise.frob2_mean, log=False)
+        _bootstrap_fit(fits["floor"], lags, op, np.stack(
+            [usable_lags(op[:, r], noise.floor.op_norm, floor_factor) for r in range(bootstrap)], axis=1))
+        _bootstrap_fit(fits["debiased"], lags, np.sqrt(np.maximum(excess, 0.0)), np.stack(
+            [_contiguous_run(excess[:, r] > noise_sigmas * noise.spread) for r in range(bootstrap)], axis=1))
+        how.update(method="block bootstrap: left positions cut into blocks, blocks drawn with replacement, "
+                          "each with its own pairs",
+                   block_len=int(block_len), n_blocks=int(np.unique(positions // block_len).size),
+                   window="re-selected in every resample (floor and noise spread held at the sample's)",
+                   debiased_norm="cross-block ||C||^2 (no block's noise times itself)",
+                   centre="each lag's resampled norms recentred (median) on the sample's value")
+    chosen = fits[beta_window]
+    return CorrelationDecay(
+        rows, measured.n_pairs, int(vocab_size), float(floor_factor), noise.n_shuffles, float(noise_sigmas),
+        noise.spread, noise.analytic, beta_window, chosen.window, chosen.n_usable, chosen.beta,
+        chosen.beta_frob, chosen.r2, chosen.r2_frob, chosen.prefactor, chosen.ci, chosen.n_bootstrap,
+        fits["floor"].to_dict(), fits["debiased"].to_dict(), how)
 
 
 def stream_fingerprint(tokens, tokenizer_id: str, sample: int = 65_536) -> str:

@@ -9,7 +9,7 @@ fixtures can run them all, and a file from a real GPU run drops in unchanged:
     2 stats              stats.json                        (lane_b/stats.py)
     3 calibrate          runs/<id>/train.log, one SEPARATE run per calib_iters value
     4 calibration-points calibration.json, calibration.env
-    5 infer              infer.json                        (lane_b/scaling.py)   
+    5 infer              infer.json                        (lane_b/scaling.py)
     6 candidates         runs/<id>/train.log, candidate_runs.csv
     (7 log, 8 summary: lane_b/summary.py)
 
@@ -17,179 +17,35 @@ Why separate calibration runs: a point read off one run's curve mid-training is
 confounded by that run's LR warmdown (the original pipeline did that); each D here is
 the final val_bpb of a run whose whole schedule spans D tokens.
 
-Training goes through ``train_run``: the built-in trainer (kernels/train/), or the
-``nanochat`` backend, which runs a command template as a subprocess in
-``lane_b.nanochat_dir`` and reads its log with the same parser.
+Training goes through ``runs.train_run``: the built-in trainer (kernels/train/, in
+process or under torchrun), or the ``nanochat`` backend, which runs a command template
+as a subprocess in ``lane_b.nanochat_dir`` and reads its log with the same parser.
+Every reused run is rescored at the current threshold (``rescore``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shlex
-import shutil
 import statistics
-import subprocess
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.tables import append_csv_rows, read_csv_rows
 from expspec.kernels.atomic_io import read_json, write_json_atomic, write_text_atomic
-from expspec.kernels.train.summary import RunSummary
+from expspec.kernels.lane_b.runs import THRESHOLD_ENV, LaneB, _train_config, train_run
+from expspec.kernels.train.time_to_target import time_to_target
 from expspec.kernels.train.training_log import parse_training_log
 
 RESULTS_COLUMNS = ("run_id", "seed", "num_iterations", "min_val_bpb", "final_val_bpb", "status", "log")
 CANDIDATE_COLUMNS = ("run_id", "seed", "lane_b_decision", "ratio", "num_iterations", "tokens", "status",
                      "min_val_bpb", "final_val_bpb", "time_to_target_sec_measured",
                      "time_to_target_sec_extrapolated", "time_to_target_method", "reached_within_horizon",
-                     "accepted", "tok_per_sec_median", "dt_median_ms", "log", "notes")
-THRESHOLD_ENV = "LANE_B_TARGET_THRESHOLD"
+                     "crossing_step", "score_sec", "accepted", "tok_per_sec_median", "dt_median_ms", "log",
+                     "notes")
 
 
-@dataclass
-class TrainData:
-    train: np.ndarray
-    val: np.ndarray
-    token_bytes: np.ndarray
-    tokenizer_id: str
-    corpus_fingerprint: str
-
-
-@dataclass
-class LaneB:
-    """The resolved config + work dir every step works in."""
-
-    lane_b: dict
-    common: dict
-    work_dir: Path
-    device: str = "cpu"
-    log: Callable[[str], None] = print
-    stats_fn: Callable[["LaneB"], dict] | None = None  # injects a cached stats.json producer
-
-    def __post_init__(self):
-        self.work_dir = Path(self.work_dir)
-
-    @cached_property
-    def split(self):
-        from expspec.kernels.data.corpus import load_corpus
-
-        return load_corpus(self.common["corpus"], self.common["val_fraction"])
-
-    @cached_property
-    def data(self) -> TrainData:
-        from expspec.kernels.data.tokenizer import get_tokenizer
-
-        tok = get_tokenizer(self.lane_b["train_tokenizer"], [d.text for d in self.split.train],
-                            self.split.fingerprint)
-        return TrainData(tok.encode_documents([d.text for d in self.split.train]),
-                         tok.encode_documents([d.text for d in self.split.val]),
-                         tok.token_bytes, tok.id, self.split.fingerprint)
-
-    def path(self, name: str) -> Path:
-        """A file of the work dir (created on first use, so a refused step leaves nothing)."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return self.work_dir / name
-
-    def run_id(self, kind: str, seed: int) -> str:
-        """Stable per (training recipe, kind, seed): a run of the same recipe is reused and its
-        rows are skipped; any recipe change (LR shape, eval set, backend, corpus...) is a new id.
-        ``kind`` carries what varies per run (iterations or ratio)."""
-        recipe = _train_config(self, seed=0).to_dict()
-        for varies in ("seed", "device", "resume_from", "checkpoint_every", "num_iterations",
-                       "target_param_data_ratio", "target_threshold"):
-            recipe.pop(varies)
-        recipe.update({k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "backend", "nanochat_command")})
-        recipe.update(corpus=self.common["corpus"], val_fraction=self.common["val_fraction"])
-        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
-        return f"laneb-{self.lane_b['dataset_id']}-d{self.lane_b['depth']}-{kind}-s{seed}-{digest.hexdigest()[:8]}"
-
-    def threshold(self) -> float:
-        """lane_b.target_threshold, else threshold.env in the work dir (step 0's output)."""
-        value = self.lane_b["target_threshold"]
-        if math.isfinite(value):
-            return float(value)
-        env = self.work_dir / "threshold.env"
-        if env.is_file():
-            return read_env_value(env, THRESHOLD_ENV)
-        raise ExpspecError(f"lane_b threshold: none set and {env} is missing: run `expspec lane-b baselines` "
-                           f"first or set {THRESHOLD_ENV}")
-
-
-def read_env_value(path: Path, name: str) -> float:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip().removeprefix("export ").strip() == name:
-            try:
-                return float(value.strip().strip("'\""))
-            except ValueError:
-                break
-    raise ExpspecError(f"{path}: expected a line {name}=<number>")
-
-
-def _train_config(lb: LaneB, seed: int, **overrides):
-    from expspec.kernels.train.config import TrainConfig
-
-    return TrainConfig.from_lane_b(lb.lane_b, seed=seed, device=lb.device, **overrides)
-
-
-def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan"), **overrides) -> dict:
-    """One training run (builtin or nanochat) -> its RunSummary as a dict, kept in
-    runs/<run_id>/run.json. A finished run (its run.json exists) is never trained again;
-    an unfinished one (killed mid-run) starts over in a clean folder."""
-    out = lb.path("runs") / run_id
-    done = out / "run.json"
-    if done.is_file():
-        return read_json(done, "run summary")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if lb.lane_b["backend"] == "nanochat":  # the backend word is checked when the config is resolved
-        summary = _nanochat_run(lb, run_id, seed, threshold, out, **overrides)
-    else:
-        from expspec.kernels.train.loop import train
-
-        cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
-        lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
-        summary = train(cfg, lb.data.train, lb.data.val, lb.data.token_bytes, log=lambda line: None, out_dir=out,
-                        label=f"train {run_id}")
-    summary.run_id, summary.seed = run_id, seed
-    summary.log = str((out / "train.log").relative_to(lb.work_dir))
-    summary.train_losses = []  # the log has them; run.json stays small
-    write_json_atomic(done, summary.to_dict())
-    return read_json(done, "run summary")
-
-
-def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path, **overrides) -> RunSummary:
-    cwd = Path(lb.lane_b["nanochat_dir"] or ".").expanduser()
-    if not cwd.is_dir():
-        raise ExpspecError(f"lane_b.nanochat_dir {cwd}: no such folder (the nanochat checkout)")
-    fields = dict(depth=lb.lane_b["depth"], seed=seed, run_id=run_id, threshold=threshold,
-                  ratio=overrides.get("target_param_data_ratio", lb.lane_b["target_param_data_ratio"]),
-                  num_iterations=overrides.get("num_iterations", lb.lane_b["num_iterations"]))
-    try:
-        command = lb.lane_b["nanochat_command"].format(**fields)
-    except (KeyError, IndexError) as exc:
-        raise ExpspecError(f"lane_b.nanochat_command: unknown placeholder {exc} "
-                           f"(known: {', '.join(fields)})") from None
-    lb.log(f"[lane-b] nanochat {run_id}: {command}")
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        raise ExpspecError(f"lane_b.nanochat_command: cannot split {command!r} ({exc})") from None
-    with open(out / "train.log", "w", encoding="utf-8") as handle:
-        try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
-        except OSError as exc:
-            raise ExpspecError(f"lane_b.nanochat_command: cannot run {argv[0]!r} ({exc})") from None
-    if proc.returncode != 0:
-        raise ExpspecError(f"nanochat run {run_id} exited {proc.returncode}; its log is {out / 'train.log'}")
-    return parse_training_log(out / "train.log").run_summary(threshold)
 
 
 # ---- step 0 -------------------------------------------------------------------------
@@ -233,10 +89,21 @@ def derive_threshold(lb: LaneB) -> dict:
 
 # ---- steps 1-2 ----------------------------------------------------------------------
 def step_scaling_params(lb: LaneB) -> dict:
-    from expspec.kernels.models.params import scaling_params
-    from expspec.kernels.train.loop import build_model
+    """N as the trainer that runs counts it: our model's groups (builtin), or the parameter
+    lines of nanochat's own log (its model, not ours)."""
+    if lb.lane_b["backend"] == "nanochat":
+        log = lb.work_dir / "runs" / baseline_id(lb, lb.lane_b["baseline_seeds"][0]) / "train.log"
+        parsed = parse_training_log(log)
+        if parsed.n_scaling_params <= 0:
+            raise ExpspecError(f"{log}: no parameter counts (transformer_matrices / lm_head lines): "
+                               f"cannot count nanochat's scaling params")
+        groups = {"total": parsed.n_scaling_params, "source": f"nanochat log {log}"}
+    else:
+        from expspec.kernels.models.params import scaling_params
+        from expspec.kernels.train.loop import build_model
 
-    groups = scaling_params(build_model(_train_config(lb, seed=0), len(lb.data.token_bytes)))
+        groups = scaling_params(build_model(_train_config(lb, seed=0), len(lb.data.token_bytes)))
+        groups["source"] = "builtin model"
     write_json_atomic(lb.path("scaling_params.json"), groups)
     write_text_atomic(lb.path("n_scaling_params.txt"), f"{groups['total']}\n")
     return groups
@@ -270,7 +137,8 @@ def step_calibrate(lb: LaneB) -> list[dict]:
 
 
 def step_calibration_points(lb: LaneB) -> dict:
-    """D = iterations x total_batch_size, L = the run's final val_bpb (read from its log)."""
+    """D = iterations x the batch the run trained with (its log's 'Total batch size' line:
+    nanochat's batch for nanochat runs), L = the run's final val_bpb (read from its log)."""
     points, skipped = [], []
     for iters in lb.lane_b["calib_iters"]:
         log = lb.path("runs") / lb.run_id(f"calib{iters}", lb.common["seed"]) / "train.log"
@@ -283,7 +151,11 @@ def step_calibration_points(lb: LaneB) -> dict:
         if parsed.failed_at_step >= 0 or final_step != iters or not math.isfinite(final_bpb):
             skipped.append({"iters": iters, "why": f"last eval at step {final_step} = {final_bpb}"})
             continue
-        points.append({"tokens": iters * lb.lane_b["total_batch_size"], "value": final_bpb, "iters": iters})
+        if parsed.total_batch_size <= 0:
+            raise ExpspecError(f"{log}: no 'Total batch size N => gradient accumulation steps: K' line: "
+                               f"cannot count the tokens this run trained on")
+        points.append({"tokens": iters * parsed.total_batch_size, "value": final_bpb, "iters": iters,
+                       "total_batch_size": parsed.total_batch_size})
     record = {"metric": lb.lane_b["target_metric"], "points": points, "skipped": skipped}
     write_json_atomic(lb.path("calibration.json"), record)
     write_text_atomic(lb.path("calibration.env"),
@@ -334,13 +206,31 @@ def infer_record(lane_b: dict, alpha: float, alpha_ci, points, threshold: float,
     return record
 
 
+def baseline_noise_sd(lb: LaneB) -> tuple[float | None, str]:
+    """Seed-to-seed spread (sample sd) of this recipe's baselines' final val_bpb: the noise of
+    one training run's final metric, which the empirical alpha's interval propagates."""
+    current = {baseline_id(lb, seed) for seed in lb.lane_b["baseline_seeds"]}
+    finals = [float(r["final_val_bpb"]) for r in read_csv_rows(lb.path("results.csv"), RESULTS_COLUMNS)
+              if r["run_id"] in current and r["status"] == "ok" and r["final_val_bpb"]]
+    finals = [v for v in finals if math.isfinite(v)]
+    if len(finals) < 2:
+        return None, "fewer than 2 baselines"
+    return float(np.std(finals, ddof=1)), f"sd of {len(finals)} baseline seeds' final val_bpb"
+
+
 def step_infer(lb: LaneB) -> dict:
+    from expspec.kernels.lane_b.scaling import empirical_alpha
+
     alpha, alpha_ci, stats = read_stats_alpha(lb.path("stats.json"))
     points = read_calibration_points(lb.path("calibration.json"))
     record = infer_record(lb.lane_b, alpha, alpha_ci, points, lb.threshold(), read_n_scaling_params(lb),
                           lb.lane_b["direction"], stats.get("fingerprint"))
+    noise_sd, source = baseline_noise_sd(lb) if lb.path("results.csv").is_file() else (None, "no baselines")
+    empirical = empirical_alpha(points, noise_sd, source, seed=lb.common["seed"])
+    ratio = empirical.alpha / alpha if empirical.alpha is not None and alpha and math.isfinite(alpha) else None
     record.update(stats_fingerprint=stats.get("fingerprint"), stats_tokenizer_id=stats.get("tokenizer_id"),
-                  train_tokenizer_id=lb.data.tokenizer_id)
+                  train_tokenizer_id=lb.data.tokenizer_id, empirical_alpha=empirical.to_dict(),
+                  alpha_ratio_empirical_over_inferred=ratio)
     write_json_atomic(lb.path("infer.json"), record)
     return record
 
@@ -372,6 +262,18 @@ def current_candidates(lb: LaneB, infer: dict) -> list[dict]:
     return [r for r in read_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS) if r["run_id"] in ids]
 
 
+def rescore(run: dict, threshold: float) -> dict:
+    """A run's time-to-target fields at ``threshold``, from its stored evals and eval times:
+    a reused run is always scored at the CURRENT threshold, never the one it was trained under."""
+    ttt = time_to_target([tuple(e) for e in run["evals"]], run["eval_train_times"], threshold, run["horizon"],
+                         float(run["dt_median_ms"]) / 1000)
+    fields = {"time_to_target_sec_measured": ttt.measured_sec,
+              "time_to_target_sec_extrapolated": ttt.extrapolated_sec, "time_to_target_method": ttt.method,
+              "reached_within_horizon": ttt.reached_within_horizon, "crossing_step": ttt.crossing_step,
+              "score_sec": ttt.score_sec}
+    return dict(fields, accepted=accepted(dict(fields, status=run["status"])))
+
+
 def step_candidates(lb: LaneB) -> list[dict]:
     infer = read_json(lb.path("infer.json"), "infer")
     threshold = lb.threshold()
@@ -382,12 +284,8 @@ def step_candidates(lb: LaneB) -> list[dict]:
         rows.append({"run_id": run["run_id"], "seed": seed, "lane_b_decision": kind, "ratio": ratio,
                      "num_iterations": run.get("horizon"), "tokens": run.get("tokens_trained"),
                      "status": run["status"], "min_val_bpb": run.get("min_val_bpb"),
-                     "final_val_bpb": run.get("final_val_bpb"),
-                     "time_to_target_sec_measured": run.get("time_to_target_sec_measured"),
-                     "time_to_target_sec_extrapolated": run.get("time_to_target_sec_extrapolated"),
-                     "time_to_target_method": run.get("time_to_target_method"),
-                     "reached_within_horizon": run.get("reached_within_horizon"), "accepted": accepted(run),
+                     "final_val_bpb": run.get("final_val_bpb"), **rescore(run, threshold),
                      "tok_per_sec_median": run.get("tok_per_sec_median"), "dt_median_ms": run.get("dt_median_ms"),
                      "log": run["log"], "notes": run.get("notes", "")})
-    append_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS, rows, key="run_id")
+    append_csv_rows(lb.path("candidate_runs.csv"), CANDIDATE_COLUMNS, rows, key="run_id", replace_existing=True)
     return rows

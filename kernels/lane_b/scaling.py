@@ -10,7 +10,10 @@ L_inf, and the curve is solved for the tokens D that reach a target metric:
     calibrate:  A = (L1 - L2) / (D1^-a - D2^-a),  L_inf = L1 - A D1^-a   (2 points)
                 least squares in (A, L_inf) with alpha fixed           (3+ points)
     solve:      D_target = (A / (threshold - L_inf))^(1/alpha)    (threshold > L_inf)
+    physical:   L_inf < 0 for a loss (bits per byte)  -> nonphysical_fit (handled as unsolved)
     guard:      D_target > unreachable_factor * default_ratio * N  -> likely_unreachable
+    position:   D_target inside or beyond the calibrated token range (a real extrapolation?)
+    empirical:  with >= 3 points, alpha fitted freely (L_inf >= 0) beside the inferred one
     budget:     ratio = D_target / N,  confirmation_ratio = ratio * confirmation_factor
 
 Higher-is-better metrics (accuracy) are solved on a mirrored loss proxy: the curve is
@@ -27,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.fit.power_law import r2_score
+from expspec.kernels.fit.power_law import fit_power_law, percentile_interval, r2_score
 
 DIRECTIONS = ("lower_is_better", "higher_is_better")
 STATUSES = ("ok", "implausible_alpha", "threshold_below_floor", "likely_unreachable",
-            "insufficient_points")
+            "insufficient_points", "nonphysical_fit")
 
 
 def alpha_from_exponents(beta: float, gamma: float) -> float:
@@ -221,7 +224,7 @@ def infer_budget(alpha: float, points, threshold: float, n_scaling_params: float
         "inferred_target_tokens": None, "inferred_target_param_data_ratio": None,
         "confirmation_ratio": None, "solve_status": None,
         "inferred_target_tokens_interval": None, "inferred_target_param_data_ratio_interval": None,
-        "notes": notes,
+        "calib_tokens_range": None, "target_position": None, "notes": notes,
     }
     if tokens.size < 2:
         notes.append(f"calibration needs >= 2 (D, L) points, got {tokens.size}")
@@ -232,7 +235,8 @@ def infer_budget(alpha: float, points, threshold: float, n_scaling_params: float
         record["solve_status"] = "implausible_alpha"
         return record
     cal = calibrate(points, alpha, direction)
-    record.update(calib_A=cal.A, calib_L_inf=cal.L_inf, calib_fit_r2=_finite_or_none(cal.r2))
+    record.update(calib_A=cal.A, calib_L_inf=cal.L_inf, calib_fit_r2=_finite_or_none(cal.r2),
+                  calib_tokens_range=[float(tokens.min()), float(tokens.max())])
     solve_kwargs = dict(n_scaling_params=n_scaling_params, default_ratio=default_ratio,
                         unreachable_factor=unreachable_factor, confirmation_factor=confirmation_factor)
     tokens_interval, ratio_interval = _target_interval(alpha_ci, points, threshold, direction,
@@ -247,9 +251,75 @@ def infer_budget(alpha: float, points, threshold: float, n_scaling_params: float
             return record
         notes.append(f"alpha = {alpha:.4g} outside [{alpha_min:g}, {alpha_max:g}] accepted by review: "
                      f"solved anyway")
+    if direction == "lower_is_better" and cal.L_inf < 0:
+        notes.append(f"calibration L(D) = {cal.L_inf:.4g} + {cal.A:.4g} D^-{alpha:.4g}: a negative entropy "
+                     f"floor L_inf is non-physical for a loss; not solved")
+        record["solve_status"] = "nonphysical_fit"
+        return record
     solution = solve_target_tokens(cal.A, cal.L_inf, alpha, threshold, direction, **solve_kwargs)
     notes.extend(solution.notes)
+    if solution.target_tokens is not None:
+        record["target_position"] = target_position(solution.target_tokens, tokens)
     record.update(inferred_target_tokens=solution.target_tokens,
                   inferred_target_param_data_ratio=solution.ratio,
                   confirmation_ratio=solution.confirmation_ratio, solve_status=solution.status)
     return record
+
+
+def target_position(target_tokens: float, calibrated_tokens) -> str:
+    """Where D_target lies against the calibrated D range: inside it the 'inference' only
+    interpolates between runs that were trained anyway."""
+    low, high = float(np.min(calibrated_tokens)), float(np.max(calibrated_tokens))
+    if target_tokens > high:
+        return f"beyond (extrapolated {target_tokens / high:.2f}x past the longest calibration run)"
+    if target_tokens < low:
+        return f"below (under the shortest calibration run, {low / target_tokens:.2f}x)"
+    return "inside (interpolated between calibration runs)"
+
+
+@dataclass
+class EmpiricalAlpha:
+    alpha: float | None
+    A: float | None
+    L_inf: float | None
+    r2: float | None
+    ci: list | None  # 95% interval from refits under the measured run-to-run noise
+    noise_sd: float | None
+    noise_source: str
+    n_points: int
+    resamples: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def empirical_alpha(points, noise_sd: float | None = None, noise_source: str = "", resamples: int = 200,
+                    seed: int = 0) -> EmpiricalAlpha:
+    """alpha, A, L_inf fitted freely to >= 3 calibration points, with L_inf >= 0 (a loss
+    floor), through the suite's one power-law fitter. Its interval: refits of the points
+    perturbed by Gaussian noise of ``noise_sd`` (the seed-to-seed spread of the baselines'
+    final metric); without it, the residual spread when there are more points than
+    parameters; else none."""
+    tokens, values = _check_points(points)
+    if tokens.size < 3:
+        return EmpiricalAlpha(None, None, None, None, None, None, "fewer than 3 points", int(tokens.size), 0)
+    fit = fit_power_law(tokens, values, offset=True, offset_min=0.0)
+    if not (noise_sd and math.isfinite(noise_sd) and noise_sd > 0) and tokens.size > 3:
+        residual = values - fit.predict(tokens)
+        noise_sd, noise_source = float(np.sqrt(np.sum(residual ** 2) / (tokens.size - 3))), "fit residuals"
+    ci = None
+    if noise_sd and math.isfinite(noise_sd) and noise_sd > 0:
+        rng = np.random.default_rng(seed)
+        exponents = []
+        for _ in range(resamples):
+            noisy = values + rng.normal(0.0, noise_sd, size=values.size)
+            try:
+                exponents.append(fit_power_law(tokens, noisy, offset=True, offset_min=0.0).exponent)
+            except ExpspecError:
+                continue
+        interval = percentile_interval(exponents)
+        ci = list(interval) if interval else None
+    else:
+        noise_sd, noise_source = None, "no noise estimate (exactly 3 points and no baseline spread)"
+    return EmpiricalAlpha(fit.exponent, fit.prefactor, fit.offset, _finite_or_none(fit.r2), ci, noise_sd,
+                          noise_source, int(tokens.size), resamples if ci else 0)

@@ -9,7 +9,7 @@ columns are checked before anything is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.tables import append_csv_rows, read_csv_rows

@@ -2,13 +2,15 @@
 
 Step 7 appends one row per candidate run to lane_b_inference_schema.csv (the fixed
 21 columns of lane_b/schema.py; diagnostics go into ``notes`` as key=value).
-Step 8 decides, per seed, which candidate reached the target fastest (score = measured
-time-to-target, else the extrapolated one; lowest wins; a tie or no score at all is
-``tie_or_missing``; only accepted candidates - those that reach the threshold, measured
-or extrapolated within their own horizon - get a score: an extrapolation past the end
-of a run is a time that run never achieves), recommends the decision that won most seeds (ties broken
-inferred > confirmation > fallback) and - which the original pipeline never did -
-compares each winner with the baseline run of the same seed scored the same way.
+Step 8 decides, per seed, which candidate reached the target fastest. Score = the
+crossing step (interpolated between the evals that bracket the threshold, or fitted)
+times the run's median step time, rescored at the current threshold; lowest wins; a
+tie or no score at all is ``tie_or_missing``. Only accepted candidates - those that
+reach the threshold, measured or extrapolated within their own horizon - get a score:
+an extrapolation past the end of a run is a time that run never achieves. It
+recommends the decision that won most seeds (ties broken inferred > confirmation >
+fallback) and - which the original pipeline never did - compares each winner with the
+baseline run of the same seed scored the same way.
 When neither the inferred nor the confirmation candidate is accepted for any seed,
 the decision is ``fallback`` at the default ratio and Lane B expansion stops: no
 ratio grids.
@@ -19,14 +21,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from expspec.kernels.lane_b.pipeline import (LaneB, accepted, baseline_id, current_candidates, read_n_scaling_params,
-                                     step_calibrate, step_calibration_points, step_candidates, step_infer,
-                                     step_scaling_params, step_stats)
+from expspec.kernels.lane_b.pipeline import (baseline_id, current_candidates, read_n_scaling_params, rescore,
+                                             step_calibrate, step_calibration_points, step_candidates, step_infer,
+                                             step_scaling_params, step_stats)
+from expspec.kernels.lane_b.runs import LaneB
 from expspec.kernels.lane_b.schema import append_rows
 from expspec.kernels.tables import format_notes, utc_timestamp
 from expspec.kernels.atomic_io import read_json, write_json_atomic
 from expspec.kernels.provenance import git_commit
-from expspec.kernels.train.time_to_target import time_to_target
 
 DECISION_PRIORITY = ("inferred", "confirmation", "fallback")
 TIE_OR_MISSING = "tie_or_missing"
@@ -40,12 +42,11 @@ def _float(value) -> float:
 
 
 def score(row: dict) -> float:
-    """Measured time-to-target, else the extrapolated one; nan when neither exists or
-    when the candidate was not accepted."""
+    """The crossing step (interpolated between the evals bracketing the threshold, or
+    fitted) x the run's median step time; nan when the candidate was not accepted."""
     if not _truthy(row.get("accepted")):
         return math.nan
-    measured = _float(row.get("time_to_target_sec_measured"))
-    return measured if math.isfinite(measured) else _float(row.get("time_to_target_sec_extrapolated"))
+    return _float(row.get("score_sec"))
 
 
 def _truthy(value) -> bool:
@@ -63,7 +64,11 @@ def step_log(lb: LaneB) -> int:
                  "ttt_method": cand["time_to_target_method"], "accepted": cand["accepted"],
                  "reached_within_horizon": cand["reached_within_horizon"], "tokens": cand["tokens"],
                  "stats_tokenizer": infer.get("stats_tokenizer_id"), "train_tokenizer": infer.get("train_tokenizer_id"),
-                 "calib_r2": infer.get("calib_fit_r2"), "log": cand["log"]}
+                 "calib_r2": infer.get("calib_fit_r2"), "target_position": infer.get("target_position"),
+                 "empirical_alpha": (infer.get("empirical_alpha") or {}).get("alpha"),
+                 "empirical_alpha_ci": (infer.get("empirical_alpha") or {}).get("ci"),
+                 "alpha_ratio": infer.get("alpha_ratio_empirical_over_inferred"),
+                 "score_sec": cand["score_sec"], "log": cand["log"]}
         if cand["notes"]:
             notes["run_notes"] = cand["notes"]
         rows.append({
@@ -97,13 +102,8 @@ def _baseline_score(lb: LaneB, seed: int, threshold: float) -> tuple[float, str]
     path = lb.work_dir / "runs" / baseline_id(lb, seed) / "run.json"
     if not path.is_file():
         return math.nan, "no baseline run for this seed"
-    run = read_json(path, "run summary")
-    ttt = time_to_target(run["evals"], run["eval_train_times"], threshold, run["horizon"],
-                         _float(run["dt_median_ms"]) / 1000)
-    row = {"status": run["status"], "time_to_target_method": ttt.method,
-           "reached_within_horizon": ttt.reached_within_horizon,
-           "time_to_target_sec_measured": ttt.measured_sec, "time_to_target_sec_extrapolated": ttt.extrapolated_sec}
-    return score(dict(row, accepted=accepted(row))), ttt.method
+    row = rescore(read_json(path, "run summary"), threshold)
+    return score(row), row["time_to_target_method"]
 
 
 def decide(candidates: list[dict], run_seeds: list[int]) -> dict:

@@ -15,7 +15,7 @@ from expspec.kernels.train.config import TrainConfig
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
 RESUME_MAY_CHANGE = {"resume_from", "checkpoint_every", "device", "device_batch_size",
                      "eval_every", "target_threshold"}
-CHECKPOINT_FORMAT = "expspec-train-1"
+CHECKPOINT_FORMAT = "expspec-train-2"  # 2: optimizer state is {name: state} (Muon + AdamW)
 
 
 def write_checkpoint(path: Path, state: dict) -> None:
@@ -33,7 +33,9 @@ def load_checkpoint(path: str, cfg: TrainConfig, device) -> dict:
         raise ExpspecError(f"train config: resume_from {path}: file not found")
     state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ExpspecError(f"resume_from {path}: not an expspec trainer checkpoint")
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ExpspecError(f"resume_from {path}: not an expspec trainer checkpoint of format {CHECKPOINT_FORMAT} "
+                           f"(found {found!r})")
     for key, value in state["config"].items():
         if key not in RESUME_MAY_CHANGE and getattr(cfg, key) != value:
             raise ExpspecError(f"resume_from {path}: checkpoint has {key}={value!r}, "

@@ -25,8 +25,11 @@ class TrainConfig:
     total_batch_size: int  # tokens per optimizer step, over all ranks
     num_iterations: int  # > 0 fixes the horizon, else ratio x n_scaling_params / batch
     target_param_data_ratio: float
-    learning_rate: float
-    weight_decay: float
+    learning_rate: float  # AdamW, every parameter: model = tiny_gpt or an HF id (not nanochat_gpt)
+    matrix_lr: float  # nanochat_gpt: Muon on the block matrices
+    embedding_lr: float  # nanochat_gpt: AdamW on wte, x (model_dim / 768)^-0.5 as nanochat
+    unembedding_lr: float  # nanochat_gpt: AdamW on lm_head, x (model_dim / 768)^-0.5 as nanochat
+    weight_decay: float  # on every matrix (Muon's and AdamW's); 0 on vectors
     warmup_ratio: float
     warmdown_ratio: float
     final_lr_frac: float
@@ -38,7 +41,7 @@ class TrainConfig:
     target_threshold: float  # nan = no target
     checkpoint_every: int  # 0 = only at the end
     resume_from: str  # "" or a checkpoint.pt path
-    model: str  # "tiny_gpt" or an HF id / local dir (expspec.kernels.models.pretrained.load_causal_lm)
+    model: str  # "nanochat_gpt", "tiny_gpt" (models/gpt.py) or an HF id / local dir (models/pretrained.py)
 
     @classmethod
     def from_lane_b(cls, lane_b: Mapping[str, Any], seed: int, **overrides) -> "TrainConfig":
@@ -87,7 +90,8 @@ class TrainConfig:
         need(self.num_iterations > 0 or 0 < self.target_param_data_ratio < math.inf, "target_param_data_ratio",
              "finite and > 0 when num_iterations <= 0")
         need(self.seed >= 0, "seed", ">= 0")
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate", "finite and > 0")
+        for name in ("learning_rate", "matrix_lr", "embedding_lr", "unembedding_lr"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "finite and > 0")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
         for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
             need(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")

@@ -1,5 +1,9 @@
 """Lane B trainer: a nanochat-shaped pretraining loop for tiny GPTs (or any HF causal LM).
 
+The default model is nanochat's GPT (models/gpt.py) with nanochat's optimizer split,
+Muon on the block matrices and AdamW on the embeddings (train/optim.py); the Llama
+``tiny_gpt`` and HF models train with one AdamW.
+
 Why it exists: Lane B measures how long a recipe takes to reach a validation bits-per-
 byte target. That needs a trainer whose numbers mean what nanochat's mean: the same
 horizon rule (tokens = ratio x scaling params), the same LR shape, the same bpb
@@ -41,6 +45,7 @@ from expspec.kernels.train.time_to_target import WARMUP_STEPS_EXCLUDED, finite_m
 from expspec.kernels.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, write_checkpoint
 from expspec.kernels.train.config import TrainConfig, horizon
 from expspec.kernels.train.launch import dist_setup
+from expspec.kernels.train.optim import Optimizers, build_optimizer
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, for mfu
@@ -52,13 +57,14 @@ def batch_starts(n_tokens: int, seq_len: int, n_rows: int, seed: int, step: int)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int):
+    """The built-in nanochat GPT or Llama (random init, seeded), or a pretrained HF model."""
     import torch
 
-    if cfg.model == "tiny_gpt":
-        from expspec.kernels.models.gpt import build_tiny_gpt
+    if cfg.model in ("nanochat_gpt", "tiny_gpt"):
+        from expspec.kernels.models.gpt import build_nanochat_gpt, build_tiny_gpt
 
-        model = build_tiny_gpt(cfg.depth, cfg.aspect_ratio, cfg.head_dim, vocab_size,
-                               cfg.max_seq_len, seed=cfg.seed)
+        build = build_nanochat_gpt if cfg.model == "nanochat_gpt" else build_tiny_gpt
+        model = build(cfg.depth, cfg.aspect_ratio, cfg.head_dim, vocab_size, cfg.max_seq_len, seed=cfg.seed)
     else:
         from expspec.kernels.models.pretrained import load_causal_lm
 
@@ -106,7 +112,7 @@ class Trainer:
     owned_pg: bool
     model: object
     ddp_model: object
-    opt: object
+    opt: Optimizers
     groups: dict
     horizon: int
     grad_accum: int
@@ -167,11 +173,7 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
                            f"device_batch_size x max_seq_len x world_size = {rows_per_micro * cfg.max_seq_len}")
     model = build_model(cfg, vocab_size).to(device)
     groups = scaling_params(model)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.learning_rate, betas=(0.9, 0.95), eps=1e-8)
+    opt = build_optimizer(cfg, model)
     cuda = device.type == "cuda"
     state = TrainState(notes=[f"timing medians exclude the first {WARMUP_STEPS_EXCLUDED} steps"])
     if cfg.resume_from:
@@ -221,6 +223,9 @@ def _log_header(tr: Trainer, vocab_size: int, rows_per_micro: int) -> None:
            f"{cfg.device_batch_size * cfg.max_seq_len:,}")
     tr.say(f"Tokens / micro-batch: {rows_per_micro * cfg.max_seq_len:,}")
     tr.say(f"Total batch size {cfg.total_batch_size:,} => gradient accumulation steps: {tr.grad_accum}")
+    tr.say("Optimizer groups:")
+    for line in tr.opt.describe():
+        tr.say(f"  {line}")
 
 
 def save_checkpoint(tr: Trainer, state: TrainState, path: Path) -> str:
@@ -282,8 +287,7 @@ def train_step(tr: Trainer, state: TrainState) -> bool:
         tr.opt.zero_grad(set_to_none=True)
         return False
     lrm = lr_multiplier(step, tr.horizon, cfg.warmup_ratio, cfg.warmdown_ratio, cfg.final_lr_frac)
-    for group in tr.opt.param_groups:
-        group["lr"] = cfg.learning_rate * lrm
+    tr.opt.schedule(step, lrm)
     tr.opt.step()
     tr.opt.zero_grad(set_to_none=True)
     if cuda:

@@ -10,6 +10,11 @@ projection is a guess, and one fitted inside a warmdown is an optimistic one.
 
 Both the trainer and the nanochat log parser call ``time_to_target`` so a builtin run
 and a nanochat run are scored by the same rule.
+
+Ranking runs uses ``score_sec`` = the crossing step x the run's median step time: for
+a reached threshold the step is interpolated between the two evals that bracket it,
+so two runs that cross at the same eval differ by where they cross, not by wall-clock
+jitter (the measured wall seconds are still reported, as the worksheet asks).
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ class TimeToTarget:
     method: str  # measured | extrapolated:<fit> | unreachable | no_threshold | too_few_evals
     measured_sec: float = float("nan")
     extrapolated_sec: float = float("nan")
-    crossing_step: float = float("nan")  # eval step reached, or the fitted crossing step
+    crossing_step: float = float("nan")  # interpolated between bracketing evals, or fitted
     reached_within_horizon: bool = False
     fit: dict = field(default_factory=dict)  # the fitted curve, for the report
+    score_sec: float = float("nan")  # crossing_step x median step seconds: what runs are ranked by
 
     @property
     def seconds(self) -> float:
@@ -118,10 +124,17 @@ def time_to_target(evals: Sequence[tuple[int, float]], train_time_at_eval: Seque
         raise ExpspecError("time-to-target: one training time per eval point is required")
     if threshold is None or math.isnan(threshold):
         return TimeToTarget("no_threshold")
+    previous = None
     for (step, value), sec in zip(evals, train_time_at_eval):
         if math.isfinite(value) and _reached(value, threshold, lower_is_better):
-            return TimeToTarget("measured", measured_sec=float(sec), crossing_step=float(step),
-                                reached_within_horizon=step <= horizon)
+            crossing = float(step)
+            if previous is not None and previous[1] != value:  # linear between the bracketing evals
+                (s0, v0) = previous
+                crossing = s0 + (threshold - v0) / (value - v0) * (step - s0)
+            return TimeToTarget("measured", measured_sec=float(sec), crossing_step=crossing,
+                                reached_within_horizon=step <= horizon, score_sec=crossing * sec_per_step)
+        if math.isfinite(value):
+            previous = (float(step), float(value))
     points = [(s, v) for s, v in evals if s > 0 and math.isfinite(v)][-fit_points:]
     if len(points) < 2:
         return TimeToTarget("too_few_evals")
@@ -134,4 +147,4 @@ def time_to_target(evals: Sequence[tuple[int, float]], train_time_at_eval: Seque
     # before that step contradicts the data, so it cannot count as reached in time.
     return TimeToTarget(f"extrapolated:{fit}", extrapolated_sec=crossing * sec_per_step,
                         crossing_step=crossing, reached_within_horizon=points[-1][0] < crossing <= horizon,
-                        fit=info)
+                        fit=info, score_sec=crossing * sec_per_step)
