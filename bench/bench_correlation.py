@@ -1,4 +1,4 @@
-"""Benchmark: sparse correlation norms (kernels/correlation.py) against a dense V x V build.
+"""Benchmark: sparse correlation norms (kernels/lane_b/correlation_norms.py) against a dense V x V build.
 
 Why: the dense C(n) is V^2 floats (19 GB at V = 49152) and its 2-norm is an O(V^3) SVD;
 the kernel touches only the <= P observed pairs. This script checks the two agree
@@ -23,18 +23,9 @@ import numpy as np
 from scipy.sparse.linalg import svds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from synthetic_text import text_like_stream  # noqa: E402 (bench/ is the script's folder)
 from expspec.kernels.lane_b.correlation_norms import SVD_TOLERANCE, correlation_norms  # noqa: E402
 
-
-def text_like_stream(n_tokens: int, vocab_size: int, seed: int = 0) -> np.ndarray:
-    """Zipf unigram plus copies from 1..16 tokens back: sparse-joint, text-like structure."""
-    rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, vocab_size + 1)
-    tokens = rng.choice(vocab_size, size=n_tokens, p=weights / weights.sum()).astype(np.int64)
-    copy = np.flatnonzero(rng.random(n_tokens) < 0.3)
-    copy = copy[copy >= 16]
-    tokens[copy] = tokens[copy - rng.integers(1, 17, size=copy.size)]
-    return tokens
 
 
 def dense_norms(tokens, lag: int, vocab_size: int, n_pairs: int, full_svd: bool) -> tuple[float, float]:

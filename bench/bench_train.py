@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from synthetic_text import text_like_stream  # noqa: E402 (bench/ is the script's folder)
 from expspec.kernels.config import defaults  # noqa: E402
 from expspec.kernels.models.params import scaling_params  # noqa: E402
 from expspec.kernels.train.config import TrainConfig  # noqa: E402
@@ -30,16 +31,6 @@ from expspec.kernels.train.optim import build_optimizer  # noqa: E402
 
 MODELS = ("nanochat_gpt", "tiny_gpt")
 
-
-def text_like_stream(n_tokens: int, vocab_size: int, seed: int = 0) -> np.ndarray:
-    """Zipf unigram plus copies from 1..16 tokens back."""
-    rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, vocab_size + 1)
-    tokens = rng.choice(vocab_size, size=n_tokens, p=weights / weights.sum()).astype(np.int64)
-    copy = np.flatnonzero(rng.random(n_tokens) < 0.3)
-    copy = copy[copy >= 16]
-    tokens[copy] = tokens[copy - rng.integers(1, 17, size=copy.size)]
-    return tokens
 
 
 def optimizer_step_ms(cfg: TrainConfig, vocab_size: int, repeats: int) -> float:
