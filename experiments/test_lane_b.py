@@ -88,15 +88,19 @@ def test_entropy_fit_quality(scale, lane_b_stats, criterion):
 # ---- the run pipeline (run guide steps 0-8) ----------------------------------------------
 
 def _rows(entry, name, columns):
-    return read_csv_rows(entry.path / name, columns)
+    """This config's rows only: a persistent work dir keeps other plans' rows too."""
+    summary = read_json(entry.path / "summary.json")
+    ids = set(summary["baseline_run_ids"] if name == "results.csv" else summary["candidate_run_ids"])
+    return [r for r in read_csv_rows(entry.path / name, columns) if r["run_id"] in ids]
 
 
 def test_csv_schema_order(scale, lane_b_pipeline, criterion):
     path = lane_b_pipeline.path / "lane_b_inference_schema.csv"
     criterion.artifact(path)
     header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
-    rows = read_rows(path)  # validates every row's width and numeric columns
     candidates = _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)
+    current = {r["run_id"] for r in candidates}
+    rows = [r for r in read_rows(path) if r["run_id"] in current]  # validates every row's width and numbers
     ok = header == SCHEMA_21 and len(rows) == len(candidates) > 0
     criterion.expect(f"{len(header)} columns, {len(rows)} rows", f"the 21 schema columns in order, "
                      f"one row per candidate ({len(candidates)})", ok,
@@ -176,8 +180,9 @@ def test_solve_status_recorded(scale, lane_b_pipeline, lane_b_config, criterion)
                        for r in _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS))
     kinds = ("confirmation", "inferred") if status == "ok" else ("fallback",)
     expected = sorted((s, k) for s in lane_b_config["run_seeds"] for k in kinds)
+    current = {r["run_id"] for r in _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)}
     notes_ok = all(parse_notes(r["notes"]).get("solve_status") == status
-                   for r in read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv"))
+                   for r in read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv") if r["run_id"] in current)
     criterion.record("ratio (inferred | confirmation)",
                      f"{infer['inferred_target_param_data_ratio']} | {infer['confirmation_ratio']}")
     criterion.expect(f"solve_status={status}; runs {decisions}",
@@ -232,7 +237,8 @@ def test_summary_decision(scale, lane_b_pipeline, lane_b_config, criterion):
 
 
 def test_time_to_target_recorded(scale, lane_b_pipeline, criterion):
-    rows = read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv")
+    current = {r["run_id"] for r in _rows(lane_b_pipeline, "candidate_runs.csv", CANDIDATE_COLUMNS)}
+    rows = [r for r in read_rows(lane_b_pipeline.path / "lane_b_inference_schema.csv") if r["run_id"] in current]
     methods = {r["run_id"]: parse_notes(r["notes"])["ttt_method"] for r in rows}
 
     def recorded(row):

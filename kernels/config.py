@@ -191,10 +191,12 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str, str]]
     out = []
     for var, value in sorted(environ.items()):
         for name, family in registry().items():
-            prefixes = [f"EXPSPEC_{name.upper()}_"] + ([family.seed_env_prefix] if family.seed_env_prefix else [])
-            for prefix in prefixes:
-                if var.startswith(prefix):
-                    out.append((name, var[len(prefix):].lower(), value, var))
+            if var.startswith(f"EXPSPEC_{name.upper()}_"):  # ours: an unknown key is an error
+                out.append((name, var[len(f"EXPSPEC_{name.upper()}_"):].lower(), value, var))
+            elif family.seed_env_prefix and var.startswith(family.seed_env_prefix):
+                key = var[len(family.seed_env_prefix):].lower()
+                if key in family.knobs:  # the seed scripts export other names too (LANE_B_CALIB_POINTS)
+                    out.append((name, key, value, var))
     return out
 
 

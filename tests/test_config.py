@@ -100,3 +100,11 @@ def test_profiles_calibrate_well_short_of_the_baseline(scale):
     # calibration run as long as the baseline makes the threshold that run's own loss
     lane_b = resolve_config(builtin_profile(scale), [], environ={})["lane_b"]
     assert max(lane_b["calib_iters"]) <= 0.6 * lane_b["baseline_num_iterations"]
+
+
+def test_seed_variables_that_are_not_knobs_are_left_alone():
+    # the run guide's calibration.env exports LANE_B_CALIB_POINTS; sourcing it must not break a run
+    cfg = resolve_config(None, [], environ={"LANE_B_CALIB_POINTS": "1024:2.1", "LANE_B_DEPTH": "3"})
+    assert cfg["lane_b"]["depth"] == 3
+    with pytest.raises(ExpspecError, match="unknown key lane_b.calib_points"):
+        resolve_config(None, [], environ={"EXPSPEC_LANE_B_CALIB_POINTS": "1024:2.1"})  # our own prefix: a typo

@@ -252,3 +252,13 @@ def test_calibration_under_torchrun_matches_one_process(tmp_path, corpus_file):
     points_single, points_ddp = step_calibration_points(single)["points"], step_calibration_points(ddp)["points"]
     assert [p["tokens"] for p in points_ddp] == [p["tokens"] for p in points_single]  # log format parsed alike
     assert [p["value"] for p in points_ddp] == pytest.approx([p["value"] for p in points_single], abs=1e-4)
+
+
+def test_rescore_reads_the_nan_strings_run_json_stores():
+    from expspec.kernels.lane_b.pipeline import rescore
+
+    run = {"evals": [[0, 3.0], [10, "nan"], [20, 1.5]], "eval_train_times": [0.0, 5.0, 10.0], "horizon": 20,
+           "dt_median_ms": 500.0, "status": "ok"}
+    scored = rescore(run, 2.0)  # the NaN eval is skipped, the crossing interpolated from 3.0 @ 0 to 1.5 @ 20
+    assert scored["time_to_target_method"] == "measured" and scored["accepted"]
+    assert scored["crossing_step"] == pytest.approx(20 * (3.0 - 2.0) / 1.5)

@@ -71,6 +71,9 @@ def test_hero_is_selected_only_on_request(demo):
                                deselected=4 if expr == "not slow" else 8)
     result = demo.runpytest_subprocess("--reports-dir", "out", "-m", "smoke or hero", "--set", "common.seed=7")
     result.assert_outcomes(passed=5, failed=3)
+    # --scale runs that scale only, as the CLI's --scale resolves that scale only
+    result = demo.runpytest_subprocess("--reports-dir", "out", "--scale", "hero", "--set", "common.seed=7")
+    result.assert_outcomes(passed=3, failed=1, deselected=4)
 
 
 @pytest.mark.parametrize("expr,marks,expected", [
@@ -84,7 +87,7 @@ def test_marker_expression(expr, marks, expected):
     assert marker_expression_selects(expr, marks) is expected
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--collect-only", "-q"], ["--co", "-n", "2"]])
+@pytest.mark.parametrize("args", [["--help"], ["--collect-only", "-q"], ["--co", "-n", "2"], ["--fixtures"]])
 def test_help_and_collect_only_write_no_run_folder(demo, args):
     result = demo.runpytest_subprocess("--reports-dir", "out", *args)
     assert result.ret == 0

@@ -229,7 +229,8 @@ def step_infer(lb: LaneB) -> dict:
     empirical = empirical_alpha(points, noise_sd, source, seed=lb.common["seed"])
     ratio = empirical.alpha / alpha if empirical.alpha is not None and alpha and math.isfinite(alpha) else None
     record.update(stats_fingerprint=stats.get("fingerprint"), stats_tokenizer_id=stats.get("tokenizer_id"),
-                  train_tokenizer_id=lb.data.tokenizer_id, empirical_alpha=empirical.to_dict(),
+                  train_tokenizer_id=("nanochat's own" if lb.lane_b["backend"] == "nanochat" else lb.data.tokenizer_id),
+                  empirical_alpha=empirical.to_dict(),
                   alpha_ratio_empirical_over_inferred=ratio)
     write_json_atomic(lb.path("infer.json"), record)
     return record
@@ -265,7 +266,9 @@ def current_candidates(lb: LaneB, infer: dict) -> list[dict]:
 def rescore(run: dict, threshold: float) -> dict:
     """A run's time-to-target fields at ``threshold``, from its stored evals and eval times:
     a reused run is always scored at the CURRENT threshold, never the one it was trained under."""
-    ttt = time_to_target([tuple(e) for e in run["evals"]], run["eval_train_times"], threshold, run["horizon"],
+    # run.json stores non-finite numbers as "nan"/"inf" strings: read them back as floats
+    evals = [(int(step), float(value)) for step, value in run["evals"]]
+    ttt = time_to_target(evals, [float(t) for t in run["eval_train_times"]], threshold, int(run["horizon"]),
                          float(run["dt_median_ms"]) / 1000)
     fields = {"time_to_target_sec_measured": ttt.measured_sec,
               "time_to_target_sec_extrapolated": ttt.extrapolated_sec, "time_to_target_method": ttt.method,

@@ -112,10 +112,12 @@ def plot_pipeline(work: Path, out: Path) -> list[Path]:
                    hlines=[(f"threshold {threshold:.4f}", threshold)], logy=False,
                    title=f"Lane B calibration (solve_status={infer['solve_status']})", xlabel="training tokens D",
                    ylabel="val_bpb")
+    summary = read_json(work / "summary.json")
+    current = set(summary["baseline_run_ids"]) | set(summary["candidate_run_ids"])  # this plan's runs only
     curves = []
     for name, columns, label in (("results.csv", RESULTS_COLUMNS, "baseline"),
                                  ("candidate_runs.csv", CANDIDATE_COLUMNS, None)):
-        for row in read_csv_rows(work / name, columns):
+        for row in (r for r in read_csv_rows(work / name, columns) if r["run_id"] in current):
             evals = parse_training_log(work / row["log"]).evals
             tag = label or row["lane_b_decision"]
             curves.append((f"{tag} s{row['seed']}", [e[0] for e in evals], [e[1] for e in evals]))

@@ -75,19 +75,30 @@ class LaneB:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir / name
 
-    def run_id(self, kind: str, seed: int) -> str:
-        """Stable per (training recipe, kind, seed): a run of the same recipe is reused and its
-        rows are skipped; any recipe change (LR shape, eval set, backend, corpus...) is a new id.
-        ``kind`` carries what varies per run (iterations or ratio)."""
+    @cached_property
+    def recipe_digest(self) -> str:
+        """What a training run depends on besides its seed and length: the trainer knobs, the
+        data (the corpus split's fingerprint, not just its name), the backend, and for the
+        built-in trainer the source of the training code (its import closure), so a trainer
+        fix never reuses a run the old code trained. Process layout (nproc_per_node)
+        is not part of it: DDP trains the same run."""
+        from expspec.kernels.run_cache import code_fingerprint
+
         recipe = _train_config(self, seed=0).to_dict()
         for varies in ("seed", "device", "resume_from", "checkpoint_every", "num_iterations",
                        "target_param_data_ratio", "target_threshold"):
             recipe.pop(varies)
         recipe.update({k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "backend", "nanochat_command")})
-        recipe.update(corpus=self.common["corpus"], val_fraction=self.common["val_fraction"])
-        # nproc_per_node / nnodes / rdzv_endpoint are not part of it: DDP trains the same run
-        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
-        return f"laneb-{self.lane_b['dataset_id']}-d{self.lane_b['depth']}-{kind}-s{seed}-{digest.hexdigest()[:8]}"
+        recipe.update(split=self.split.fingerprint)
+        if self.lane_b["backend"] == "builtin":
+            recipe.update(code=code_fingerprint(["expspec.kernels.train.loop", "expspec.kernels.train.torchrun"])["hash"])
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+    def run_id(self, kind: str, seed: int) -> str:
+        """Stable per (training recipe, kind, seed): a run of the same recipe is reused and its
+        rows are skipped; any recipe change (LR shape, eval set, backend, corpus split, trainer
+        code...) is a new id. ``kind`` carries what varies per run (iterations or ratio)."""
+        return f"laneb-{self.lane_b['dataset_id']}-d{self.lane_b['depth']}-{kind}-s{seed}-{self.recipe_digest[:8]}"
 
     def threshold(self) -> float:
         """lane_b.target_threshold, else threshold.env in the work dir (step 0's output)."""
@@ -134,12 +145,11 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
     else:
         cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
         lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
-        if lb.lane_b["nproc_per_node"] > 1 or lb.lane_b["nnodes"] > 1:  # DDP under torchrun
+        if lb.lane_b["nproc_per_node"] > 1:  # DDP under torchrun
             from expspec.kernels.train.torchrun import launch_run, write_tokens
 
             data = write_tokens(lb.path("data"), lb.data.train, lb.data.val, lb.data.token_bytes)
-            summary = launch_run(cfg, data, out, lb.lane_b["nproc_per_node"], lb.lane_b["nnodes"],
-                                 lb.lane_b["rdzv_endpoint"], run_id)
+            summary = launch_run(cfg, data, out, lb.lane_b["nproc_per_node"], run_id=run_id)
         else:
             from expspec.kernels.train.loop import train
 

@@ -152,7 +152,10 @@ def step_summary(lb: LaneB) -> dict:
         entry.update(baseline_score_sec=base if math.isfinite(base) else None, baseline_method=method,
                      beat_baseline=(won < base) if won is not None and math.isfinite(base) else None)
     summary.update(threshold=threshold, solve_status=infer["solve_status"], alpha=infer.get("alpha"),
-                   alpha_gate=infer.get("alpha_gate"), n_candidates=len(candidates))
+                   alpha_gate=infer.get("alpha_gate"), n_candidates=len(candidates),
+                   # the rows of THIS config's plan (a persistent work dir keeps older plans' rows)
+                   baseline_run_ids=[baseline_id(lb, seed) for seed in lb.lane_b["baseline_seeds"]],
+                   candidate_run_ids=[r["run_id"] for r in candidates])
     summary["per_seed"] = {str(k): v for k, v in summary["per_seed"].items()}
     write_json_atomic(lb.path("summary.json"), summary)
     return summary

@@ -66,7 +66,7 @@ class TrainingLog:
         """The log as a RunSummary, scored at ``threshold`` like a builtin run."""
         ttt = self.time_to_target_for(threshold)
         steps = self.last_step + 1  # step lines count from 0
-        return summarize("ok" if self.failed_at_step < 0 else "failed", steps, self.num_iterations,
+        return summarize("ok" if self.failed_at_step < 0 else "failed", steps, self.num_iterations or steps,
                          self.n_scaling_params, self.total_batch_size, self.evals, self.eval_train_times, ttt,
                          self.tok_per_sec_median, self.dt_median_ms, self.train_time_sec, list(self.notes),
                          grad_accum_steps=self.grad_accum_steps, log_path=self.path, backend="nanochat")
