@@ -8,7 +8,7 @@ resolves, for every registered family and the shared ``common`` table,
 
     defaults < profile < environment < --set
 
-A profile (``fixtures/profiles/{smoke,hero,gpu}.toml`` or a user's file) is a TOML
+A profile (``fixtures/profiles/{smoke,hero}.toml`` or a user's file) is a TOML
 document with one table per family. The environment gives ``EXPSPEC_<FAMILY>_<KEY>``
 and the family's seed names (``LANE_B_<KEY>``); ``--set family.key=value`` comes last.
 A key no family declares is an error naming it and the family's known keys, wherever

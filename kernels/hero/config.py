@@ -1,6 +1,7 @@
 """Hero readiness's knobs: one default each (the hero run's values), registered as a Family.
 
-The smoke profile (fixtures/profiles/smoke.toml, ``[hero]``) shrinks them to a CPU run;
+A smoke profile table (``[hero]`` in fixtures/profiles/smoke.toml, added with the training
+part) shrinks them to a CPU run;
 the checklist thresholds at the end are the readiness criteria the acceptance tests read.
 Steps are optimizer steps throughout (``schedules.optimizer_steps``).
 """

@@ -1,10 +1,10 @@
-"""Lane B trainer configuration: every knob of a run, validated up front.
+"""Trainer configuration: every knob of a run, validated up front.
 
 Why a module of its own: the trainer, the run cache (which hashes a resolved config)
 and the CLI all need the same checked set of knobs, and a wrong knob should fail with
-its name before any model is built. Every default lives in ``config.DEFAULTS["lane_b"]``;
-``TrainConfig.from_lane_b`` reads them from a resolved table, so no second default
-hides here.
+its name before any model is built. The defaults live in the family that trains (Lane
+B's ``lane_b/config.py`` KNOBS); ``TrainConfig.from_lane_b`` reads them from a resolved
+table, so no second default hides here.
 """
 
 from __future__ import annotations

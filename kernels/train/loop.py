@@ -47,7 +47,6 @@ from expspec.kernels.train.config import TrainConfig, horizon
 from expspec.kernels.train.launch import dist_setup
 from expspec.kernels.train.optim import Optimizers, build_optimizer
 
-# Fields a resumed run may change; any other difference from the checkpoint is refused.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, for mfu
 
 
