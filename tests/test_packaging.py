@@ -102,9 +102,14 @@ def test_wheel_entry_points(built, names):
         parser.read_string(zf.read(entry_points).decode())
     assert dict(parser["console_scripts"]) == {"expspec": "expspec.kernels.cli:main"}
     assert dict(parser["pytest11"]) == {"expspec.fixtures.plugin": "expspec.fixtures.plugin",
-                                        "expspec.fixtures.lane_b": "expspec.fixtures.lane_b"}
+                                        "expspec.fixtures.lane_b": "expspec.fixtures.lane_b",
+                                        "expspec.fixtures.hero": "expspec.fixtures.hero",
+                                        "expspec.fixtures.bon": "expspec.fixtures.bon",
+                                        "expspec.fixtures.tempnorm": "expspec.fixtures.tempnorm"}
     assert dict(parser["expspec.families"]) == {"lane_b": "expspec.kernels.lane_b.config:FAMILY",
-                                                "hero": "expspec.kernels.hero.config:FAMILY"}
+                                                "hero": "expspec.kernels.hero.config:FAMILY",
+                                                "bon": "expspec.kernels.bon.config:FAMILY",
+                                                "tempnorm": "expspec.kernels.tempnorm.config:FAMILY"}
 
 
 def test_build_output_has_no_deprecation_warnings(built):

@@ -48,8 +48,8 @@ KNOBS: dict[str, Any] = {
     "kce_weight": 0.5,
     "kd_tau": 4.0,  # distillation temperature (teacher: the decoder reading the text context)
     "kd_weight": 2.0,
-    # --- scheduled sampling (schedules.teacher_forcing_prob): anneal 1.0 -> 0.5 ---
-    "ss_schedule": "linear",  # none | linear | exponential | inverse_sigmoid
+    # --- scheduled sampling in Stage B (schedules.teacher_forcing_prob), the ladder's Phase 3 ---
+    "ss_schedule": "none",  # none | linear | exponential | inverse_sigmoid (Phase 3: linear 1.0 -> 0.5)
     "ss_k": 1.0,
     "ss_c": 0.001,  # linear slope per optimizer step: 0.5 / 500 = the end of hero's Stage B
     "ss_eps_min": 0.5,
@@ -62,7 +62,8 @@ KNOBS: dict[str, Any] = {
     "lora_lr": 5e-5,  # Stage B learning rate
     # --- eval and logging ---
     "max_new_tokens": 16,  # greedy answer length at eval
-    "log_every": 10,  # optimizer steps between diagnostics.jsonl records
+    "log_every": 10,  # optimizer steps between diagnostics.jsonl train records
+    "eval_every": 25,  # optimizer steps between eval records (and one at every epoch's end)
     "epoch_samples": 5,  # (question, prediction, gold) rows in each diagnostics_epoch.jsonl record
     # --- readiness checklist ---
     "min_peak_first_acc": 0.12,
@@ -72,6 +73,10 @@ KNOBS: dict[str, Any] = {
     "max_grad_norm": 500.0,  # max pre-clip grad norm over the run, strictly below
     "max_repetition_rate": 0.10,  # share of eval answers in the "thethethe" mode, strictly below
     "min_prior_margin": 0.05,  # mean F1 minus the best prior baseline's (never reads the prefix)
+    # --- the plan's phase ladder (ladder.py): Phase 2's experiments A, B, C ---
+    "ladder_first_token_weight": 12.0,  # A: the first-token CE weight
+    "ladder_epochs_factor": 2,  # B: x stage_b_epochs (the plan's 8 -> 16)
+    "ladder_lr": 5e-5,  # C: cosine LR from this to lr_min (the plan's 5e-5 -> 1e-6)
     "work_dir": "",  # "" = <reports-dir>/work/<recipe key>
 }
 
@@ -84,7 +89,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 _POSITIVE = ("latent_len", "d_z", "qa_max_facts", "stage_a_samples", "stage_b_samples", "stage_a_epochs",
              "stage_b_epochs", "eval_samples", "batch_size", "grad_accum", "k_tokens", "lora_r", "lora_alpha",
-             "max_new_tokens", "log_every", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm")
+             "max_new_tokens", "log_every", "eval_every", "ladder_first_token_weight",
+             "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm")
 _NON_NEGATIVE = ("qa_seed", "lr_min", "first_token_weight", "kce_weight", "kd_weight", "lora_layers",
                  "epoch_samples", "min_f1_nonzero_examples", "min_peak_first_acc", "min_mean_f1")
 _FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lora_dropout", "min_final_over_peak",

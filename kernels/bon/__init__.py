@@ -1,0 +1,1 @@
+"""Best-of-N emergence (being built: see its issue)."""

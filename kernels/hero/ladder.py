@@ -1,0 +1,236 @@
+"""The action plan's phase ladder, automated and resumable.
+
+Stage A trains once (``stage_a-<digest>/``, keyed by everything Stage A reads) and is never
+retrained by a rung. Each rung resumes from its checkpoint, trains Stage B with the rung's
+config delta (a fresh LoRA from the same seed), evaluates, scores the checklist and follows
+the plan's decision tree:
+
+* Phase 1 - ``phase1``: Stage B as configured (the plan's "extend Stage B, 4 -> 8 epochs"
+  is the configured ``stage_b_epochs``).
+* F1 = 0 with peak first_acc >= the bar -> exposure bias -> Phase 3 (scheduled sampling,
+  eps annealed 1.0 -> 0.5 over the rung's Stage B).
+* otherwise -> the Phase 2 experiments in order (A: first-token CE weight
+  ``ladder_first_token_weight``; B: ``ladder_epochs_factor`` x the Stage B epochs; C: cosine LR
+  from ``ladder_lr`` to ``lr_min``), then Phase 3.
+* the first rung whose checklist passes stops the ladder: hero (Phase 4) may start.
+
+Rung folders hold diagnostics (Stage A's records, then the rung's), eval files, the
+checkpoint and ``result.json``; ``ladder.json`` lists the rungs (delta, checklist, decision,
+wall time). A rung without ``result.json`` (killed) is cleared and rerun; finished rungs are
+read back, so a warm rerun loads no model at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from expspec.kernels import progress
+from expspec.kernels.atomic_io import read_json, write_json_atomic
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.hero.checklist import checklist, decision, hero_projection, run_series
+from expspec.kernels.hero.diagnostics import read_diagnostics
+from expspec.kernels.hero.schedules import linear_decay_for, optimizer_steps
+
+# Knobs Stage A never reads: a change to one of them reuses the Stage A checkpoint.
+NOT_STAGE_A = frozenset({"stage_b_samples", "stage_b_epochs", "ss_schedule", "ss_k", "ss_c", "ss_eps_min",
+                         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers", "lora_lr",
+                         "min_peak_first_acc", "min_final_over_peak", "min_f1_nonzero_examples", "min_mean_f1",
+                         "max_grad_norm", "max_repetition_rate", "min_prior_margin", "work_dir",
+                         "ladder_first_token_weight", "ladder_epochs_factor", "ladder_lr"})
+PHASE2 = ("phase2_first_token_weight", "phase2_more_epochs", "phase2_cosine_lr")
+PHASE3 = "phase3_scheduled_sampling"
+RUNGS = ("phase1", *PHASE2, PHASE3)
+
+
+def rung_delta(name: str, cfg: Mapping[str, Any]) -> dict:
+    """The config changes a rung makes (to Stage B and the eval)."""
+    if name == "phase1":
+        return {}
+    if name == "phase2_first_token_weight":
+        return {"first_token_weight": cfg["ladder_first_token_weight"]}
+    if name == "phase2_more_epochs":
+        return {"stage_b_epochs": cfg["stage_b_epochs"] * cfg["ladder_epochs_factor"]}
+    if name == "phase2_cosine_lr":
+        return {"lr_schedule": "cosine", "lora_lr": cfg["ladder_lr"]}
+    if name == PHASE3:
+        steps = optimizer_steps(cfg["stage_b_samples"], cfg["stage_b_epochs"], cfg["batch_size"], cfg["grad_accum"])
+        return {"ss_schedule": "linear", "ss_k": 1.0, "ss_eps_min": 0.5, "ss_c": linear_decay_for(1.0, 0.5, steps)}
+    raise ExpspecError(f"hero ladder: unknown rung {name!r} (expected one of {', '.join(RUNGS)})")
+
+
+def next_rung(done: list[dict]) -> str | None:
+    """The decision tree: which rung follows the ones done (None = stop)."""
+    if not done:
+        return "phase1"
+    last = done[-1]
+    if last["decision"]["ready"]:
+        return None
+    tried = {r["name"] for r in done}
+    if last["decision"]["diagnosis"] == "exposure_bias" and PHASE3 not in tried:
+        return PHASE3
+    for name in (*PHASE2, PHASE3):
+        if name not in tried:
+            return name
+    return None
+
+
+def _digest(values: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class HeroLadder:
+    """One recipe's Stage A and ladder under ``root`` (models and data loaded only if needed)."""
+
+    def __init__(self, cfg: Mapping[str, Any], seed: int, root: Path, device: str = "cpu",
+                 log: Callable[[str], None] = print):
+        from expspec.kernels.run_cache import code_fingerprint
+
+        self.cfg, self.seed, self.device, self.log = dict(cfg), seed, device, log
+        code = code_fingerprint(["expspec.kernels.hero.ladder"])["hash"]
+        stage_a_knobs = {k: v for k, v in self.cfg.items() if k not in NOT_STAGE_A}
+        self.stage_a_dir = root / f"stage_a-{_digest({**stage_a_knobs, 'seed': seed, 'code': code})}"
+        ladder_knobs = {k: v for k, v in self.cfg.items() if k != "work_dir"}
+        self.dir = root / f"ladder-{_digest({**ladder_knobs, 'seed': seed, 'code': code})}"
+        self._models = self._train = self._evals = None
+
+    # --- lazily loaded ------------------------------------------------------------------
+    def _load(self):
+        if self._models is None:
+            from expspec.kernels.hero.model import load_models, prepare
+            from expspec.kernels.hero.qa_data import generate_qa
+            from expspec.kernels.hero.squad import squad_questions
+
+            c = self.cfg
+            with progress.stage("hero load"):
+                splits = generate_qa(max(c["stage_a_samples"], c["stage_b_samples"]), c["eval_samples"],
+                                     c["qa_seed"], c["qa_multi_token_share"], c["qa_max_facts"])
+                self._models = load_models(c, self.device)
+                self._train = prepare(self._models, squad_questions(splits.train, "hero train"))
+                self._evals = prepare(self._models, squad_questions(splits.eval, "hero eval"))
+        return self._models, self._train, self._evals
+
+    def _latent(self, checkpoint: Path | None = None):
+        from expspec.kernels.hero.model import build_latent
+        from expspec.kernels.hero.stages import load_stage
+
+        models, _, _ = self._load()
+        latent = build_latent(models, self.cfg, self.seed)
+        if checkpoint is not None:
+            load_stage(models, latent, checkpoint, self.cfg)
+        return latent
+
+    # --- Stage A, the text baseline, a rung -------------------------------------------------
+    def stage_a(self) -> dict:
+        done = self.stage_a_dir / "stage_a.json"
+        if done.is_file():
+            return read_json(done)
+        from expspec.kernels.hero.stages import train_stage
+
+        shutil.rmtree(self.stage_a_dir, ignore_errors=True)
+        self.stage_a_dir.mkdir(parents=True)
+        models, train, evals = self._load()
+        self.log(f"hero: Stage A ({self.stage_a_dir.name})")
+        with progress.stage("hero stage A"):
+            result = train_stage("A", models, self._latent(), train, evals, self.cfg, self.stage_a_dir, self.seed)
+        write_json_atomic(done, result)
+        return result
+
+    def text_baseline(self) -> dict:
+        path = self.stage_a_dir / "text_baseline.json"
+        if path.is_file():
+            return read_json(path)
+        from expspec.kernels.hero.stages import text_baseline
+
+        models, _, evals = self._load()
+        with progress.stage("hero text baseline"):
+            aggregates, rows = text_baseline(models, evals, self.cfg)
+        write_json_atomic(path, {"aggregates": aggregates, "rows": rows})
+        return read_json(path)
+
+    def rung(self, index: int, name: str) -> dict:
+        folder = self.dir / f"{index}_{name}"
+        if (folder / "result.json").is_file():
+            return read_json(folder / "result.json")
+        from expspec.kernels.hero.stages import evaluate, train_stage
+
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        stage_a = self.stage_a()
+        baseline = self.text_baseline()
+        delta = rung_delta(name, self.cfg)
+        cfg = {**self.cfg, **delta}
+        models, train, evals = self._load()
+        latent = self._latent(Path(stage_a["checkpoint"]))
+        self._reset_lora(models)
+        shutil.copyfile(self.stage_a_dir / "diagnostics.jsonl", folder / "diagnostics.jsonl")
+        shutil.copyfile(self.stage_a_dir / "diagnostics_epoch.jsonl", folder / "diagnostics_epoch.jsonl")
+        self.log(f"hero: rung {index} {name} {delta or ''}")
+        started = time.perf_counter()
+        with progress.stage(f"hero {name}"):
+            stage_b = train_stage("B", models, latent, train, evals, cfg, folder, self.seed,
+                                  start_step=stage_a["global_step_end"])
+            evaluation = evaluate(models, latent, train.questions[:max(cfg["stage_a_samples"], cfg["stage_b_samples"])],
+                                  evals, cfg, folder, baseline["rows"])
+        points, _ = read_diagnostics(folder / "diagnostics.jsonl")
+        series = run_series(points)
+        checks = checklist(series, evaluation, cfg)
+        result = {"index": index, "name": name, "delta": delta, "config": cfg, "stage_a": stage_a,
+                  "stage_b": stage_b, "series": series, "eval": evaluation, "text_baseline": baseline["aggregates"],
+                  "checks": checks, "decision": decision(checks, series, evaluation, cfg),
+                  "projection": hero_projection(evaluation["latent"]["mean_f1"]),
+                  "wall_s": time.perf_counter() - started, "folder": str(folder)}
+        write_json_atomic(folder / "result.json", result)
+        return read_json(folder / "result.json")
+
+    def _reset_lora(self, models) -> None:
+        """Every rung starts Stage B from the same fresh LoRA (peft's init, seeded)."""
+        import torch
+
+        if models.lora is None:
+            return
+        from peft import set_peft_model_state_dict
+
+        if not hasattr(self, "_lora_init"):
+            raise ExpspecError("hero ladder: LoRA exists without its initial state")
+        set_peft_model_state_dict(models.lora, copy.deepcopy(self._lora_init))
+        torch.manual_seed(self.seed)
+
+    def run(self, max_rungs: int | None = None) -> dict:
+        """Climb until a rung passes or the tree ends; returns (and writes) ladder.json."""
+        from expspec.kernels.hero.model import add_lora
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        done: list[dict] = []
+        while (name := next_rung(done)) is not None and (max_rungs is None or len(done) < max_rungs):
+            folder = self.dir / f"{len(done)}_{name}"
+            if not (folder / "result.json").is_file():
+                models, _, _ = self._load()
+                if models.lora is None:  # the fresh LoRA every rung starts from
+                    import torch
+                    from peft import get_peft_model_state_dict
+
+                    torch.manual_seed(self.seed)
+                    add_lora(models, self.cfg)
+                    self._lora_init = copy.deepcopy(get_peft_model_state_dict(models.lora))
+            done.append(self.rung(len(done), name))
+            self._write(done)
+        return self._write(done)
+
+    def _write(self, done: list[dict]) -> dict:
+        final = done[-1] if done else None
+        ladder = {"stage_a_dir": str(self.stage_a_dir), "dir": str(self.dir), "seed": self.seed,
+                  "ready": bool(final and final["decision"]["ready"]),
+                  "final_rung": final["name"] if final else None,
+                  "rungs": [{"index": r["index"], "name": r["name"], "delta": r["delta"],
+                             "checks": {k: v["passed"] for k, v in r["checks"].items()},
+                             "decision": r["decision"], "mean_f1": r["eval"]["latent"]["mean_f1"],
+                             "peak_first_acc": r["series"]["peak_first_acc"], "wall_s": r["wall_s"],
+                             "folder": r["folder"]} for r in done]}
+        write_json_atomic(self.dir / "ladder.json", ladder)
+        return ladder

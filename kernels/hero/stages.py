@@ -1,0 +1,301 @@
+"""Stage A (latent prefix: queries + adapter, decoder frozen) and Stage B (+ LoRA on the
+decoder's attention), with the diagnostics the checklist reads, and the final evaluation.
+
+One optimizer step = ``grad_accum`` micro-batches of ``batch_size``. The loss is
+``w(step) * first + kce_weight * kce + kd_weight * kd`` (``losses``), w from the first-token
+weight schedule; the learning rate follows ``lr_schedule`` over the stage (Stage A from
+``lr``, Stage B from ``lora_lr``, both to ``lr_min`` when cosine; Stage B trains the LoRA
+weights and keeps training the prefix, at one rate). Scheduled sampling (Bengio et al.
+2015) applies in Stage B: each answer input token after the first is the gold one with
+probability eps(step), else the model's own argmax from a teacher-forced pass without
+gradients. Every ``log_every`` steps a ``train`` record (means over the window; grad_norm is
+the window's largest pre-clip norm, so a spike is never averaged away); every ``eval_every``
+steps and at each epoch's end an ``eval`` record on the eval questions (first-token accuracy
+teacher-forced; answer length and token diversity from greedy answers to the first 10). Steps
+are numbered across stages (Stage B goes on from Stage A's last step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from expspec.kernels import progress
+from expspec.kernels.atomic_io import write_json_atomic, write_text_atomic
+from expspec.kernels.errors import ExpspecError
+from expspec.kernels.hero import losses
+from expspec.kernels.hero.diagnostics import append_epoch_record, append_step_record, first_token_histogram, \
+    token_diversity
+from expspec.kernels.hero.latent import LatentPrefix
+from expspec.kernels.hero.model import HeroModels, QAData, add_lora, answer_logits, answer_text, generate_latent, \
+    generate_text, prefix_embeds, targets_for, teacher_logits
+from expspec.kernels.hero.schedules import first_token_weight_at, lr_at, optimizer_steps, teacher_forcing_prob
+from expspec.kernels.hero.squad import eval_aggregates, prior_baselines
+from expspec.kernels.train.checkpoint import write_checkpoint
+
+CHECKPOINT_FORMAT = "expspec-hero-1"
+DIAGNOSTIC_PREDICTIONS = 10  # greedy answers behind an eval record's length and diversity
+
+
+def _stage_plan(cfg: Mapping[str, Any], stage: str, n_train: int) -> dict:
+    samples = min(cfg["stage_a_samples" if stage == "A" else "stage_b_samples"], n_train)
+    epochs = cfg["stage_a_epochs" if stage == "A" else "stage_b_epochs"]
+    return {"samples": samples, "epochs": epochs, "lr": cfg["lr"] if stage == "A" else cfg["lora_lr"],
+            "steps": optimizer_steps(samples, epochs, cfg["batch_size"], cfg["grad_accum"])}
+
+
+@torch.no_grad()
+def first_token_eval(models: HeroModels, latent: LatentPrefix, data: QAData, k: int, batch_size: int = 64) -> dict:
+    """Teacher-forced eval: first-token top-1/top-5, the first and K-token CE, NLL per gold token."""
+    hits1 = hits5 = 0
+    first_ce = kce_sum = nll_sum = 0.0
+    kce_tokens = nll_tokens = 0
+    predicted: list[int] = []
+    for start in range(0, len(data), batch_size):
+        index = list(range(start, min(start + batch_size, len(data))))
+        width = max(len(data.answer_ids[i]) for i in index)
+        targets = targets_for(data, index, width)
+        logits = answer_logits(models, prefix_embeds(models, latent, data, index), targets[:, :-1])
+        tf = targets.to(logits.device)
+        hits1 += losses.first_token_accuracy(logits, tf, 1) * len(index)
+        hits5 += losses.first_token_accuracy(logits, tf, 5) * len(index)
+        predicted.extend(logits[:, 0].argmax(-1).tolist())
+        first_ce += float(losses.first_token_ce(logits, tf)) * len(index)
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tf.flatten(), ignore_index=losses.IGNORE,
+                                               reduction="none").view(tf.shape)
+        valid = tf != losses.IGNORE
+        in_k = valid.clone()
+        in_k[:, k:] = False
+        kce_sum, kce_tokens = kce_sum + float(ce[in_k].sum()), kce_tokens + int(in_k.sum())
+        answer_only = valid.clone()  # the answer's own tokens, not the EOS after it
+        for row, i in enumerate(index):
+            answer_only[row, len(data.answer_ids[i]) - 1:] = False
+        nll_sum, nll_tokens = nll_sum + float(ce[answer_only].sum()), nll_tokens + int(answer_only.sum())
+    n = len(data)
+    return {"first_acc": hits1 / n, "first_acc_top5": hits5 / n, "first": first_ce / n,
+            "kce": kce_sum / max(kce_tokens, 1), "nll_per_gold_token": nll_sum / max(nll_tokens, 1),
+            "first_tokens": [models.tokenizer.decode([t]) for t in predicted]}
+
+
+def _scheduled_inputs(models: HeroModels, prefix: torch.Tensor, targets: torch.Tensor, eps: float,
+                      gen: torch.Generator) -> torch.Tensor:
+    """Answer inputs [B, K-1]: gold with probability eps, else the model's teacher-forced argmax."""
+    gold = targets[:, :-1]
+    if eps >= 1.0 or gold.shape[1] == 0:
+        return gold
+    with torch.no_grad():
+        guess = answer_logits(models, prefix.detach(), gold)[:, :-1].argmax(-1).cpu()
+    own = torch.rand(gold.shape, generator=gen) >= eps
+    return torch.where(own & (gold != losses.IGNORE), guess, gold)
+
+
+def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAData, evals: QAData,
+                cfg: Mapping[str, Any], out_dir: Path, seed: int, start_step: int = 0) -> dict:
+    """Train one stage; append its diagnostics in ``out_dir``; return its summary (+ checkpoint)."""
+    plan = _stage_plan(cfg, stage, len(train))
+    params = list(latent.parameters())
+    if stage == "B":
+        params += add_lora(models, cfg) if models.lora is None else \
+            [p for n, p in models.lora.named_parameters() if "lora_" in n]
+    optimizer = torch.optim.AdamW(params, lr=plan["lr"], weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed * 1000 + ord(stage))
+    k, accum, total = cfg["k_tokens"], cfg["grad_accum"], plan["steps"]
+    diag, diag_epoch = out_dir / "diagnostics.jsonl", out_dir / "diagnostics_epoch.jsonl"
+    step, window, epoch_losses = 0, [], []
+    max_norm, last_norm, started = 0.0, 0.0, time.perf_counter()
+    eval_every = cfg["eval_every"]
+
+    def eval_record(epoch: int) -> dict:
+        latent.eval()
+        stats = first_token_eval(models, latent, evals, k)
+        shown = list(range(min(DIAGNOSTIC_PREDICTIONS, len(evals))))
+        answers = generate_latent(models, latent, evals, shown, cfg["max_new_tokens"])
+        latent.train()
+        record = {"epoch": epoch, "global_step": start_step + step, "stage": stage, "mode": "eval",
+                  "first_acc": stats["first_acc"], "first_acc_top5": stats["first_acc_top5"],
+                  "first": stats["first"], "kce": stats["kce"], "kd": None, "grad_norm": last_norm,
+                  "lr": lr, "sec_per_step": (time.perf_counter() - started) / max(step, 1),
+                  "answer_length_avg": sum(map(len, answers)) / max(len(answers), 1),
+                  "token_diversity": token_diversity(answers)}
+        append_step_record(diag, record)
+        return {"stats": stats, "answers": answers, "shown": shown}
+
+    latent.train()
+    lr = plan["lr"]
+    for epoch in range(plan["epochs"]):
+        order = torch.randperm(plan["samples"], generator=gen).tolist()
+        batches = [order[i:i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])]
+        for group_start in range(0, len(batches), accum):
+            tick = time.perf_counter()
+            lr = lr_at(step, total, plan["lr"], cfg["lr_schedule"], cfg["lr_min"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            weight = first_token_weight_at(step, total, cfg["first_token_weight"],
+                                           cfg["first_token_weight_schedule"], cfg["first_token_warmup_frac"])
+            eps = teacher_forcing_prob(step, cfg["ss_schedule"], cfg["ss_k"], cfg["ss_c"], cfg["ss_eps_min"]) \
+                if stage == "B" else 1.0
+            group_batches = batches[group_start:group_start + accum]
+            parts = {"first": 0.0, "kce": 0.0, "kd": None, "acc": 0.0, "acc5": 0.0, "lengths": [], "preds": []}
+            for index in group_batches:
+                targets = targets_for(train, index, k)
+                prefix = prefix_embeds(models, latent, train, index)
+                inputs = _scheduled_inputs(models, prefix, targets, eps, gen)
+                logits = answer_logits(models, prefix, inputs)
+                tf = targets.to(logits.device)
+                first, kce = losses.first_token_ce(logits, tf), losses.k_token_ce(logits, tf)
+                loss = weight * first + cfg["kce_weight"] * kce
+                if cfg["kd_weight"] > 0:
+                    kd = losses.kd_loss(logits, teacher_logits(models, train, index, targets), tf, cfg["kd_tau"])
+                    loss = loss + cfg["kd_weight"] * kd
+                    parts["kd"] = (parts["kd"] or 0.0) + float(kd.detach()) / len(group_batches)
+                if not torch.isfinite(loss):
+                    append_step_record(diag, {"epoch": epoch, "global_step": start_step + step + 1, "stage": stage,
+                                              "mode": "train", "first_acc": 0.0, "first_acc_top5": 0.0,
+                                              "first": float(first), "kce": float(kce), "kd": None,
+                                              "grad_norm": math.nan, "lr": lr, "sec_per_step": 0.0,
+                                              "answer_length_avg": 0.0, "token_diversity": 0})
+                    raise ExpspecError(f"hero stage {stage}: loss is {float(loss)} at step {start_step + step + 1} "
+                                       f"(first={float(first):.4g}, kce={float(kce):.4g}); lower the learning rate")
+                (loss / len(group_batches)).backward()
+                parts["first"] += float(first.detach()) / len(group_batches)
+                parts["kce"] += float(kce.detach()) / len(group_batches)
+                parts["acc"] += losses.first_token_accuracy(logits, tf, 1) / len(group_batches)
+                parts["acc5"] += losses.first_token_accuracy(logits, tf, 5) / len(group_batches)
+                guesses = logits.argmax(-1).tolist()
+                parts["preds"].extend(g[:g.index(models.eos_id)] if models.eos_id in g else g for g in guesses)
+            last_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"]))
+            max_norm = max(max_norm, last_norm) if not math.isnan(last_norm) else math.inf
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            parts["sec"] = time.perf_counter() - tick
+            parts["norm"] = last_norm
+            window.append(parts)
+            epoch_losses.append(parts)
+            progress.advance(f"hero stage {stage}", step, total)
+            if step % cfg["log_every"] == 0 or step == total:
+                _train_record(diag, window, epoch, start_step + step, stage, lr)
+                window = []
+            if step % eval_every == 0 and step != total:
+                eval_record(epoch)
+        shown = eval_record(epoch)
+        append_epoch_record(diag_epoch, {
+            "epoch": epoch, "stage": stage,
+            "samples": [{"question": evals.questions[i].question,
+                         "prediction": answer_text(models, shown["answers"][j]),
+                         "gold": list(evals.questions[i].answers)}
+                        for j, i in enumerate(shown["shown"][:cfg["epoch_samples"]])],
+            "first_token_histogram": first_token_histogram(shown["stats"]["first_tokens"]),
+            "loss_breakdown": {name: _mean([p[name] for p in epoch_losses]) for name in ("first", "kce", "kd")},
+        })
+        epoch_losses = []
+    wall = time.perf_counter() - started
+    checkpoint = out_dir / f"stage_{stage.lower()}.pt"
+    state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": start_step + step,
+             "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
+    if stage == "B":
+        from peft import get_peft_model_state_dict
+
+        state["lora"] = get_peft_model_state_dict(models.lora)
+        models.lora.save_pretrained(out_dir / "lora_adapter")  # adapter_config.json + weights, for peft users
+    write_checkpoint(checkpoint, state)
+    return {"stage": stage, "steps": step, "global_step_end": start_step + step, "samples": plan["samples"],
+            "epochs": plan["epochs"], "wall_s": wall, "sec_per_step": wall / max(step, 1),
+            "max_grad_norm": max_norm, "checkpoint": str(checkpoint)}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _train_record(path: Path, window: list[dict], epoch: int, global_step: int, stage: str, lr: float) -> None:
+    preds = [p for part in window for p in part["preds"]]
+    append_step_record(path, {
+        "epoch": epoch, "global_step": global_step, "stage": stage, "mode": "train",
+        "first_acc": _mean([p["acc"] for p in window]), "first_acc_top5": _mean([p["acc5"] for p in window]),
+        "first": _mean([p["first"] for p in window]), "kce": _mean([p["kce"] for p in window]),
+        "kd": _mean([p["kd"] for p in window]),
+        "grad_norm": max(p["norm"] for p in window), "lr": lr, "sec_per_step": _mean([p["sec"] for p in window]),
+        "answer_length_avg": sum(map(len, preds)) / max(len(preds), 1),  # teacher-forced argmax, up to EOS
+        "token_diversity": token_diversity(preds)})
+
+
+def load_stage(models: HeroModels, latent: LatentPrefix, checkpoint: Path, cfg: Mapping[str, Any]) -> dict:
+    """Load a stage checkpoint into ``latent`` (and the LoRA weights of a Stage B one)."""
+    if not checkpoint.is_file():
+        raise ExpspecError(f"hero: checkpoint {checkpoint}: file not found")
+    state = torch.load(checkpoint, map_location=models.device, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ExpspecError(f"hero: {checkpoint} is not a hero checkpoint of format {CHECKPOINT_FORMAT}")
+    latent.load_state_dict(state["latent"])
+    if "lora" in state:
+        from peft import set_peft_model_state_dict
+
+        if models.lora is None:
+            add_lora(models, cfg)
+        set_peft_model_state_dict(models.lora, state["lora"])
+    return state
+
+
+def evaluate(models: HeroModels, latent: LatentPrefix, train_questions: Sequence, evals: QAData,
+             cfg: Mapping[str, Any], out_dir: Path, text_rows: Sequence[dict] | None = None) -> dict:
+    """The final eval: greedy answers after the latent prefix, EM/F1 and the aggregates, the
+    first-token numbers, the prior baselines; eval_detailed.jsonl (+ the text rows) and eval.json."""
+    latent.eval()
+    index = list(range(len(evals)))
+    stats = first_token_eval(models, latent, evals, cfg["k_tokens"])
+    tokens = generate_latent(models, latent, evals, index, cfg["max_new_tokens"])
+    predictions = [answer_text(models, t) for t in tokens]
+    golds = [list(q.answers) for q in evals.questions]
+    aggregates = eval_aggregates(predictions, golds, [models.tokenizer.convert_ids_to_tokens(t) for t in tokens])
+    rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p,
+             "em": a["em"], "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]),
+             "prefix_used": "latent"}
+            for i, (q, p, a, t) in enumerate(zip(evals.questions, predictions, aggregates.pop("per_example"),
+                                                 tokens))]
+    write_text_atomic(out_dir / "eval_detailed.jsonl",
+                      "".join(_json_line(r) for r in [*rows, *(text_rows or [])]))
+    priors = prior_baselines(train_questions, evals.questions)
+    _prior_first_acc(models, priors, evals)
+    result = {"latent": aggregates, "first_token": {k: v for k, v in stats.items() if k != "first_tokens"},
+              "priors": priors}
+    write_json_atomic(out_dir / "eval.json", result)
+    return result
+
+
+def _prior_first_acc(models: HeroModels, priors: dict, evals: QAData) -> None:
+    """Add each prior's first-token accuracy: its answer's first token is the gold one's."""
+    def first(text: str) -> list[int]:
+        return models.tokenizer.encode(" " + text, add_special_tokens=False)[:1]
+
+    overall = priors["overall"]["answer"]
+    typed = [priors["per_type"]["answers"].get(q.question_type, overall) for q in evals.questions]
+    for key, answers in (("overall", [overall] * len(evals)), ("per_type", typed)):
+        hits = sum(first(a) == evals.answer_ids[i][:1] for i, a in enumerate(answers))
+        priors[key]["first_acc"] = hits / len(evals)
+
+
+def text_baseline(models: HeroModels, evals: QAData, cfg: Mapping[str, Any]) -> tuple[dict, list[dict]]:
+    """The decoder reading the whole prompt as text (no prefix, no LoRA): aggregates and rows."""
+    tokens = generate_text(models, evals, list(range(len(evals))), cfg["max_new_tokens"])
+    predictions = [answer_text(models, t) for t in tokens]
+    aggregates = eval_aggregates(predictions, [list(q.answers) for q in evals.questions],
+                                 [models.tokenizer.convert_ids_to_tokens(t) for t in tokens])
+    rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p, "em": a["em"],
+             "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]), "prefix_used": "text"}
+            for i, (q, p, a, t) in enumerate(zip(evals.questions, predictions, aggregates.pop("per_example"),
+                                                 tokens))]
+    return aggregates, rows
+
+
+def _json_line(record: Mapping) -> str:
+    import json
+
+    from expspec.kernels.atomic_io import jsonable
+
+    return json.dumps(jsonable(record), sort_keys=True) + "\n"
