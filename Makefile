@@ -30,8 +30,11 @@ smoke: setup
 test: setup
 	$(PYTEST) -m "not hero" $(XDIST)
 
+# The action plan's rule: the smoke hero-readiness checklist first; the hero run only if it
+# passed. PROFILE=fixtures/profiles/gpu.toml runs hero on a GPU without a network.
 hero: setup
-	$(PYTEST) -m hero --scale hero experiments
+	$(PYTEST) -m smoke -n 0 experiments/test_hero_readiness.py
+	$(PYTEST) -m hero --scale hero $(if $(PROFILE),--profile $(PROFILE)) experiments
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

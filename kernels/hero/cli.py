@@ -9,6 +9,11 @@
     expspec hero analyze diagnostics.jsonl [--out summary.json]
         per series: peak first_acc and its step, final, regression from the peak, max
         grad_norm, breakthrough steps, and the checklist rows (thresholds from the config)
+    expspec hero ladder [--scale/--profile/--set] [--work-dir D]
+        Stage A once, then the action plan's rungs (Phase 1, 2 A/B/C, 3) until one passes the
+        checklist; prints a line per rung; exit 0 when a rung passed
+    expspec hero run [--profile gpu.toml | --scale hero] [--gate-profile P]
+        the smoke ladder first; the hero ladder only when the smoke checklist passed
     expspec hero monitor LOG [--once] [--idle-timeout S]
         follow a growing training log; print each line with an F1 > 0
 
@@ -110,6 +115,38 @@ def cmd_hero_monitor(args) -> int:
     return 0 if seen else 1
 
 
+def _ladder(args, cfg: dict, label: str) -> dict:
+    from expspec.kernels.cli import device_from_args
+    from expspec.kernels.hero.ladder import HeroLadder
+
+    hero, seed = cfg["hero"], cfg["common"]["seed"]
+    root = Path(args.work_dir or hero["work_dir"] or Path("reports") / "work" / "hero")
+    result = HeroLadder(hero, seed, root, device=device_from_args(args),
+                        log=lambda line: print(line, file=sys.stderr, flush=True)).run()
+    for rung in result["rungs"]:
+        failed = ", ".join(rung["decision"]["failed"]) or "none"
+        print(f"{label} rung {rung['index']} {rung['name']}: mean F1 {rung['mean_f1']:.3f}, peak first_acc "
+              f"{rung['peak_first_acc']:.3f}, failed {failed} ({rung['wall_s']:.0f} s) -> "
+              f"{rung['decision']['text']}")
+    print(f"{label}: {'READY' if result['ready'] else 'NOT READY'} ({result['dir']}/ladder.json)")
+    return result
+
+
+def cmd_hero_ladder(args) -> int:
+    return 0 if _ladder(args, config_from_args(args), "ladder")["ready"] else 1
+
+
+def cmd_hero_run(args) -> int:
+    """The plan's rule: the smoke checklist first; the hero run only when every item passed."""
+    from expspec.kernels.config import resolve_scale
+
+    gate = resolve_scale("smoke", args.gate_profile, [])
+    if not _ladder(args, gate, "smoke gate")["ready"]:
+        print("expspec: the smoke checklist did not pass; hero run not started", file=sys.stderr)
+        return 1
+    return 0 if _ladder(args, config_from_args(args), "hero")["ready"] else 1
+
+
 def add_commands(sub) -> None:
     qa = sub.add_parser("qa", help="SQuAD v1.1 scoring (hero's scorer)")
     qa_steps = qa.add_subparsers(dest="step", required=True)
@@ -135,6 +172,15 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="also write the summary to this JSON file")
     add_config_args(p)
     p.set_defaults(func=cmd_hero_analyze)
+    p = steps.add_parser("ladder", help="Stage A once, then the plan's rungs until the checklist passes")
+    p.add_argument("--work-dir", default=None, help="default: hero.work_dir, else reports/work/hero")
+    add_config_args(p, device=True)
+    p.set_defaults(func=cmd_hero_ladder)
+    p = steps.add_parser("run", help="the smoke ladder as a gate, then (only if it passed) the --scale/--profile one")
+    p.add_argument("--work-dir", default=None, help="default: hero.work_dir, else reports/work/hero")
+    p.add_argument("--gate-profile", default=None, metavar="PATH", help="the gate's profile (default: smoke)")
+    add_config_args(p, device=True)
+    p.set_defaults(func=cmd_hero_run, scale="hero")
     p = steps.add_parser("monitor", help="follow a training log, print lines with F1 > 0")
     p.add_argument("log")
     p.add_argument("--once", action="store_true", help="stop at the first F1 > 0")

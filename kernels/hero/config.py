@@ -8,11 +8,12 @@ Steps are optimizer steps throughout (``schedules.optimizer_steps``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from expspec.kernels.config import Family
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.hero.qa_data import MAX_FACTS
+from expspec.kernels.hero.qa_data import MAX_FACTS, QA_SOURCES
 from expspec.kernels.hero.schedules import FIRST_TOKEN_SCHEDULES, LR_SCHEDULES, SAMPLING_SCHEDULES, \
     check_sampling_schedule
 
@@ -25,6 +26,7 @@ KNOBS: dict[str, Any] = {
     "latent_len": 64,  # M: soft tokens the context becomes in front of the decoder
     "d_z": 256,  # width of the latent before its projection to the decoder's hidden size
     # --- QA data (qa_data.generate_qa): training = max(stage sizes) questions, eval apart ---
+    "qa_dataset": "generated",  # generated | hf:rajpurkar/squad (hero with a network) | DIR with train/dev.json
     "qa_seed": 0,  # the data set's own seed: fixed while training seeds (common.seed) vary
     "qa_multi_token_share": 0.2,  # share of questions with a two-word answer (F1's partial credit)
     "qa_max_facts": 2,  # facts per context: 1..qa_max_facts
@@ -116,6 +118,9 @@ def validate(table: Mapping[str, Any]) -> None:
     if not -1.0 <= table["min_prior_margin"] <= 1.0:
         raise ExpspecError(f"hero.min_prior_margin: expected a mean-F1 difference in [-1, 1], "
                            f"got {table['min_prior_margin']}")
+    source = table["qa_dataset"]
+    if not isinstance(source, str) or not (source == "generated" or source.startswith("hf:") or Path(source).is_dir()):
+        raise ExpspecError(f"hero.qa_dataset: expected {QA_SOURCES}, got {source!r}")
     check_sampling_schedule(table["ss_schedule"], table["ss_k"], table["ss_c"], table["ss_eps_min"], "hero.ss_")
 
 

@@ -103,16 +103,16 @@ class HeroLadder:
     def _load(self):
         if self._models is None:
             from expspec.kernels.hero.model import load_models, prepare
-            from expspec.kernels.hero.qa_data import generate_qa
-            from expspec.kernels.hero.squad import squad_questions
+            from expspec.kernels.hero.qa_data import load_questions
 
             c = self.cfg
             with progress.stage("hero load"):
-                splits = generate_qa(max(c["stage_a_samples"], c["stage_b_samples"]), c["eval_samples"],
-                                     c["qa_seed"], c["qa_multi_token_share"], c["qa_max_facts"])
+                train, evals = load_questions(c["qa_dataset"], max(c["stage_a_samples"], c["stage_b_samples"]),
+                                              c["eval_samples"], c["qa_seed"], c["qa_multi_token_share"],
+                                              c["qa_max_facts"])
                 self._models = load_models(c, self.device)
-                self._train = prepare(self._models, squad_questions(splits.train, "hero train"))
-                self._evals = prepare(self._models, squad_questions(splits.eval, "hero eval"))
+                self._train = prepare(self._models, train)
+                self._evals = prepare(self._models, evals)
         return self._models, self._train, self._evals
 
     def _latent(self, checkpoint: Path | None = None):

@@ -182,3 +182,42 @@ def multi_token_values(tokenizer, values: Sequence[str] | None = None) -> list[s
     if values is None:
         values = [v for t in SINGLE_TOKEN_TYPES for v in FACT_TYPES[t].values]
     return [v for v in values if len(tokenizer.encode(" " + v, add_special_tokens=False)) != 1]
+
+
+QA_SOURCES = "generated | hf:NAME (a SQuAD-format dataset, e.g. hf:rajpurkar/squad) | DIR (train.json + dev.json)"
+
+
+def load_questions(source: str, n_train: int, n_eval: int, seed: int, multi_token_share: float = 0.2,
+                   max_facts: int = 2) -> tuple[list, list]:
+    """(training questions, eval questions) for ``hero.qa_dataset``.
+
+    ``generated``: this module's set. ``hf:NAME``: a Hugging Face dataset in SQuAD's columns
+    (id, context, question, answers{text, answer_start}), its train and validation splits;
+    the first n_train / n_eval of each (SQuAD is already shuffled). ``DIR``: a folder with
+    SQuAD v1.1 ``train.json`` and ``dev.json`` (e.g. written by ``expspec hero data`` or
+    downloaded where there is a network)."""
+    from expspec.kernels.hero.squad import SquadQuestion, question_type_of, read_squad, squad_questions
+
+    if source == "generated":
+        splits = generate_qa(n_train, n_eval, seed, multi_token_share, max_facts)
+        return squad_questions(splits.train, "hero train"), squad_questions(splits.eval, "hero eval")
+    if source.startswith("hf:"):
+        try:
+            from datasets import load_dataset
+
+            data = load_dataset(source[3:])
+        except Exception as exc:  # offline, unknown name: say what to do
+            raise ExpspecError(f"hero.qa_dataset {source}: cannot load ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:160]}); download it where there is a network "
+                               f"or pass a folder with train.json and dev.json") from None
+
+        def questions(split: str, n: int) -> list:
+            rows = data[split].select(range(min(n, len(data[split]))))
+            return [SquadQuestion(r["id"], r["context"], r["question"], tuple(r["answers"]["text"]),
+                                  tuple(r["answers"]["answer_start"]), question_type_of(r)) for r in rows]
+
+        return questions("train", n_train), questions("validation", n_eval)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ExpspecError(f"hero.qa_dataset {source!r}: expected {QA_SOURCES}")
+    return read_squad(folder / "train.json")[:n_train], read_squad(folder / "dev.json")[:n_eval]
