@@ -26,7 +26,8 @@ RECORD_FIELDS = {"context_index": int, "initial_context": str, "starting_point":
 GENERATION_FIELDS = {"generation_index": int, "token_ids": list, "generated_text": str, "model_probs": list}
 PER_L = ("individual_tempnorms", "tempnorm_mean", "tempnorm_variance",
          "log_individual_tempnorms", "log_tempnorm_mean", "log_tempnorm_variance")
-SIDECAR_FIELDS = ("model", "alpha", "seeds", "git_commit", "config", "inputs", "eval_lengths", "hidden_size")
+SIDECAR_FIELDS = ("model", "dtype", "model_dtype", "alpha", "seeds", "git_commit", "config", "inputs", "eval_lengths",
+                  "hidden_size", "n_records")
 METRIC_FIELDS = ("train_r2_log", "test_r2_log", "train_mse_log", "test_mse_log", "train_mae_log", "test_mae_log",
                  "n_train", "n_test", "baseline", "r2_ceiling", "ridge_alpha")
 MAX_PROB_DIFF = 1e-4  # the issue: recorded probabilities equal a teacher-forced pass within 1e-4
@@ -62,6 +63,9 @@ def test_phase1_schema(scale, tempnorm_data, tempnorm_config, criterion):
 
     need(len(records) == len(contexts), f"{len(records)} records for {len(contexts)} contexts")
     need(all(k in meta for k in SIDECAR_FIELDS), f"sidecar lacks {[k for k in SIDECAR_FIELDS if k not in meta]}")
+    need(meta.get("model_dtype") == f"torch.{tempnorm_config['dtype']}",
+         f"the model ran in {meta.get('model_dtype')}, not tempnorm.dtype = {tempnorm_config['dtype']}")
+    need(meta.get("n_records") == len(records), f"sidecar n_records {meta.get('n_records')} for {len(records)} lines")
     for i, (r, context) in enumerate(zip(records, contexts)):
         need(all(isinstance(r.get(k), t) for k, t in RECORD_FIELDS.items()), f"record {i}: a field's type")
         context_ids = list(tokenizer(context)["input_ids"])
@@ -85,7 +89,8 @@ def test_phase1_schema(scale, tempnorm_data, tempnorm_config, criterion):
     criterion.artifact(tempnorm_data.path / "experiment_data.meta.json")
     gen = meta["generation"]
     criterion.record("generation", f"{gen['tokens_generated']} tokens in {gen['seconds']} s "
-                                   f"({gen['tok_per_s']} tok/s, {meta.get('torch_threads')} threads, {meta['device']})")
+                                   f"({gen['tok_per_s']} tok/s, {meta.get('torch_threads')} threads, {meta['device']}, "
+                                   f"{meta.get('model_dtype')})")
     criterion.record("sample", {"starting_point": records[0]["starting_point"][-160:],
                                 "completion": records[0]["generations"][0]["generated_text"]})
     criterion.expect(f"{len(records)} records, hidden size {hidden_size}, eval lengths {lengths}: "
@@ -108,24 +113,26 @@ def test_recorded_probs_match_rescoring(scale, tempnorm_rescore, criterion):
 
 
 def _exact_stats(log_probs, L, alpha):
-    """log tempnorms, log mean and log variance in 50-digit decimals (no underflow, no shortcut)."""
+    """log tempnorms, log mean, log variance, and the linear variance and largest weight squared
+    (its float64 cancellation scale), in 50-digit decimals (no underflow, no shortcut)."""
     logs = [Decimal(alpha - 1) * sum(q[:L]) for q in log_probs]
     values = [x.exp() for x in logs]
     mean = sum(values) / len(values) if len(set(values)) > 1 else values[0]  # n * v / n can round
     var = sum((v - mean) ** 2 for v in values) / len(values)
-    return [float(x) for x in logs], float(mean.ln()), float(var.ln()) if var > 0 else -math.inf
+    return ([float(x) for x in logs], float(mean.ln()), float(var.ln()) if var > 0 else -math.inf,
+            float(var), float(max(values) ** 2))
 
 
 def test_tempnorm_math(scale, tempnorm_data, tempnorm_config, criterion):
     alpha, lengths = tempnorm_config["alpha"], tempnorm_config["eval_lengths"]
-    worst = {"log tempnorm": 0.0, "log mean": 0.0, "log variance": 0.0, "linear": 0.0}
+    worst = {"log tempnorm": 0.0, "log mean": 0.0, "log variance": 0.0, "linear": 0.0, "linear variance": 0.0}
     increasing = 0
     getcontext().prec = 50
     for r in _raw_records(tempnorm_data):
         probs = [g["model_probs"] for g in r["generations"]]
         log_probs = [[Decimal(p).ln() for p in q[:max(lengths)]] for q in probs]
         for L in lengths:
-            logs, log_mean, log_var = _exact_stats(log_probs, L, alpha)
+            logs, log_mean, log_var, var, top_squared = _exact_stats(log_probs, L, alpha)
             stored = [_number(v) for v in r[f"log_individual_tempnorms_{L}"]]
             worst["log tempnorm"] = max(worst["log tempnorm"], max(abs(a - b) / max(1, abs(a)) for a, b in zip(logs, stored)))
             worst["log mean"] = max(worst["log mean"], abs(log_mean - _number(r[f"log_tempnorm_mean_{L}"])) / max(1, abs(log_mean)))
@@ -139,15 +146,21 @@ def test_tempnorm_math(scale, tempnorm_data, tempnorm_config, criterion):
             worst["linear"] = max(worst["linear"], max(abs(a - b) / max(a, 1e-300) for a, b in zip(
                 linear + [math.exp(log_mean)], [_number(v) for v in r[f"individual_tempnorms_{L}"]]
                 + [_number(r[f"tempnorm_mean_{L}"])])))
+            # the variance's own error scale: relative, but float64 keeps only ~1e-12 of the
+            # largest weight squared where near-equal weights cancel (both may underflow to 0)
+            scale = max(var, 1e-12 * top_squared, 1e-300)
+            worst["linear variance"] = max(worst["linear variance"],
+                                           abs(_number(r[f"tempnorm_variance_{L}"]) - var) / scale)
         for j in range(len(probs)):  # alpha > 1: every factor p^(alpha-1) <= 1
             series = [_number(r[f"log_individual_tempnorms_{L}"][j]) for L in lengths]
             increasing += alpha > 1 and any(b > a for a, b in zip(series, series[1:]))
     criterion.record("largest relative error vs 50-digit recomputation", {k: f"{v:.2g}" for k, v in worst.items()})
     ok = worst["log tempnorm"] <= 1e-9 and worst["log mean"] <= 1e-9 and worst["log variance"] <= 1e-6 \
-        and worst["linear"] <= 1e-8 and increasing == 0
+        and worst["linear"] <= 1e-8 and worst["linear variance"] <= 1e-6 and increasing == 0
     criterion.expect(f"errors {', '.join(f'{k} {v:.2g}' for k, v in worst.items())}; "
                      f"{increasing} completions whose log tempnorm rises with L",
-                     "log tempnorm, mean <= 1e-9, log variance <= 1e-6, linear <= 1e-8 (relative); "
+                     "log tempnorm, mean <= 1e-9, log variance <= 1e-6, linear <= 1e-8, linear variance <= 1e-6 "
+                     "(relative; of 1e-12 x the largest weight squared where smaller); "
                      "non-increasing in L for alpha > 1", ok, f"{worst}, {increasing} rising")
 
 
@@ -160,9 +173,14 @@ def test_phase2_outputs(scale, tempnorm_models, tempnorm_data, criterion):
     from sklearn.metrics import r2_score
 
     metrics = read_json(tempnorm_models.path / "metrics.json")
+    meta = read_json(tempnorm_data.path / "experiment_data.meta.json")
     records = _raw_records(tempnorm_data)
     n_rows = sum(len(r["generations"]) for r in records)
     problems, reproduced = [], []
+    if metrics["provenance"].get("generation_config") != meta["config"]:
+        problems.append("metrics.json's generation_config is not the data sidecar's config")
+    if list(metrics["metrics"]) != [str(L) for L in sorted(metrics["eval_lengths"])]:
+        problems.append(f"per-L metrics not in increasing L: {list(metrics['metrics'])}")
     for L in metrics["eval_lengths"]:
         m = metrics["metrics"].get(str(L), {})
         split = read_json(tempnorm_models.path / f"split_eval_{L}.json")
@@ -187,6 +205,81 @@ def test_phase2_outputs(scale, tempnorm_models, tempnorm_data, criterion):
                      "tempnorm_model_eval_{L}.pkl, split_eval_{L}.json, metrics.json (train/test R2, MSE, MAE, "
                      "n, baseline, r2_ceiling) per L", not problems and len(reproduced) == len(metrics["eval_lengths"]),
                      "; ".join(problems))
+
+
+def _rows(records, L):
+    """(X float32, y, record of each row) of eval length L from the raw records: row r is
+    completion r % n of record r // n, the layout split_eval_{L}.json indexes."""
+    x, y, owner = [], [], []
+    for i, r in enumerate(records):
+        for value in r[f"log_individual_tempnorms_{L}"]:
+            x.append(r["starting_hidden_vector"])
+            y.append(_number(value))
+            owner.append(i)
+    return np.asarray(x, np.float32), np.asarray(y, np.float64), np.asarray(owner)
+
+
+def _per_length(models_dir, records, metrics):
+    """(L, its metrics, its split, X, y, record of each row) for every eval length."""
+    for L in metrics["eval_lengths"]:
+        yield (L, metrics["metrics"][str(L)], read_json(models_dir / f"split_eval_{L}.json"), *_rows(records, L))
+
+
+def _r2(y, pred):
+    return 1.0 - float(np.sum((y - pred) ** 2)) / float(np.sum((y - y.mean()) ** 2))
+
+
+def test_baseline_and_ceiling_recomputed(scale, tempnorm_models, tempnorm_data, criterion):
+    """metrics.json's reference points, recomputed here from the raw records and the stored
+    split alone: the train mean (train_idx rows), the baseline's test R2/MSE/MAE when it
+    predicts that mean, the ceiling (each test row predicted by the mean of its own starting
+    point's test rows: grouped by record, as a start-state model sees them), n_train, n_test."""
+    metrics = read_json(tempnorm_models.path / "metrics.json")
+    records = _raw_records(tempnorm_data)
+    worst, problems = 0.0, []
+    for L, m, split, _, y, owner in _per_length(tempnorm_models.path, records, metrics):
+        train, test = np.asarray(split["train_idx"]), np.asarray(split["test_idx"])
+        mean = float(y[train].mean())
+        yt = y[test]
+        ceiling = np.asarray([yt[owner[test] == o].mean() for o in owner[test]])
+        mine = {"train mean": mean, "baseline R2": _r2(yt, np.full(len(yt), mean)),
+                "baseline MSE": float(np.mean((yt - mean) ** 2)), "baseline MAE": float(np.mean(np.abs(yt - mean))),
+                "r2_ceiling": _r2(yt, ceiling), "n_train": len(train), "n_test": len(test)}
+        stored = {"train mean": m["baseline"]["train_mean_log"], "baseline R2": m["baseline"]["test_r2_log"],
+                  "baseline MSE": m["baseline"]["test_mse_log"], "baseline MAE": m["baseline"]["test_mae_log"],
+                  "r2_ceiling": m["r2_ceiling"], "n_train": m["n_train"], "n_test": m["n_test"]}
+        for k in mine:
+            gap = abs(mine[k] - stored[k]) / max(1.0, abs(mine[k]))
+            worst = max(worst, gap)
+            if gap > 1e-9:
+                problems.append(f"L={L} {k}: recomputed {mine[k]:.10g}, metrics.json {stored[k]:.10g}")
+    criterion.expect(f"{len(metrics['eval_lengths'])} lengths: largest relative gap {worst:.2g}"
+                     f"{'; ' + '; '.join(problems[:4]) if problems else ''}",
+                     "train mean, baseline R2/MSE/MAE, r2_ceiling, n_train, n_test equal a recomputation "
+                     "from the records and split_eval_{L}.json within 1e-9", not problems, "; ".join(problems[:4]))
+
+
+def test_pickled_models_saw_only_training_rows(scale, tempnorm_models, tempnorm_data, criterion):
+    """Refit StandardScaler + Ridge at the stored penalty on the train_idx rows alone: its
+    test-row predictions equal the pickled model's, so no test row entered the fit."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    metrics = read_json(tempnorm_models.path / "metrics.json")
+    records = _raw_records(tempnorm_data)
+    worst, problems = 0.0, []
+    for L, m, split, x, y, _ in _per_length(tempnorm_models.path, records, metrics):
+        train, test = split["train_idx"], split["test_idx"]
+        refit = make_pipeline(StandardScaler(), Ridge(alpha=m["ridge_alpha"])).fit(x[train], y[train])
+        with open(tempnorm_models.path / f"tempnorm_model_eval_{L}.pkl", "rb") as handle:
+            pickled = pickle.load(handle)
+        gap = float(np.max(np.abs(refit.predict(x[test]) - pickled.predict(x[test])))) / max(1.0, float(y.std()))
+        worst = max(worst, gap)
+        if gap > 1e-6:  # float32 features: rounding of one fit, not a different one
+            problems.append(f"L={L}: predictions differ by {gap:.2g} of the target's scale")
+    criterion.expect(f"largest gap between a train-only refit and the pickled model on the test rows: {worst:.2g}",
+                     "<= 1e-6 of the target's scale at every L", not problems, "; ".join(problems))
 
 
 def test_split_grouped_by_context(scale, tempnorm_models, tempnorm_data, criterion):

@@ -122,8 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     for family in registry().values():
         if family.cli:
-            _family_hook(family.cli)(sub)
+            try:
+                hook = _family_hook(family.cli)
+            except (ImportError, AttributeError) as exc:  # one broken family never hides the others
+                _broken_family(sub, family.name, family.cli, exc)
+                continue
+            hook(sub)
     return parser
+
+
+def _broken_family(sub, name: str, spec: str, exc: Exception) -> None:
+    problem = f"{type(exc).__name__}: {exc}"
+
+    def fail(_args) -> int:
+        raise ExpspecError(f"the {name} family's commands did not load ({spec}: {problem})")
+
+    p = sub.add_parser(name.replace("_", "-"), help=f"(not loaded: {problem})")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:

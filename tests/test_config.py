@@ -108,3 +108,15 @@ def test_seed_variables_that_are_not_knobs_are_left_alone():
     assert cfg["lane_b"]["depth"] == 3
     with pytest.raises(ExpspecError, match="unknown key lane_b.calib_points"):
         resolve_config(None, [], environ={"EXPSPEC_LANE_B_CALIB_POINTS": "1024:2.1"})  # our own prefix: a typo
+
+
+def test_a_family_whose_cli_does_not_load_hides_no_other_command(capsys, monkeypatch):
+    from expspec.kernels import cli, config
+
+    monkeypatch.setitem(config._extra, "broken", config.Family(
+        name="broken", title="Broken", knobs={}, cli="expspec.kernels.no_such_module:add_commands"))
+    assert cli.main(["config", "--scale", "smoke"]) == 0  # the others still work
+    capsys.readouterr()
+    assert cli.main(["broken", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken family's commands did not load" in err[0] and "no_such_module" in err[0]

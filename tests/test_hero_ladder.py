@@ -16,7 +16,8 @@ from expspec.kernels.hero.ladder import PHASE2, PHASE3, RUNGS, HeroLadder, next_
 
 STARVED = ["hero.stage_a_samples=16", "hero.stage_a_epochs=1", "hero.stage_b_samples=8", "hero.stage_b_epochs=1",
            "hero.eval_samples=12", "hero.eval_every=1", "hero.log_every=1", "hero.max_new_tokens=4",
-           "hero.batch_size=4", "hero.epoch_samples=2"]
+           "hero.batch_size=4", "hero.epoch_samples=2",
+           "hero.kd_weight=1.0"]  # the distillation teacher runs too
 
 pytestmark = pytest.mark.xdist_group("hero")
 
@@ -73,6 +74,8 @@ def test_starved_ladder_runs_every_branch(tmp_path):
         stages = {p.series for p in points}
         assert {"A/train", "A/eval", "B/train", "B/eval"} <= stages
         assert read_epoch_diagnostics(folder / "diagnostics_epoch.jsonl")
+        records = [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
+        assert all(r["kd"] is not None and r["kd"] >= 0 for r in records if r["mode"] == "train")
         rows = [json.loads(line) for line in (folder / "eval_detailed.jsonl").read_text().splitlines()]
         assert {r["prefix_used"] for r in rows} == {"latent", "text"} and len(rows) == 2 * cfg["eval_samples"]
         assert (folder / "lora_adapter" / "adapter_config.json").is_file()

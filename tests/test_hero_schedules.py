@@ -123,3 +123,10 @@ def test_hero_family_defaults_and_smoke_resolve():
 def test_bad_hero_knobs_name_the_knob(overrides, message):
     with pytest.raises(ExpspecError, match=message):
         resolve_config(overrides=overrides, environ={})
+
+
+def test_lr_warmup_ramps_linearly_then_follows_the_schedule():
+    assert [lr_at(i, 100, 1.0, "cosine", 0.0, warmup_steps=4) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, 100, 1.0, "cosine", 0.0, warmup_steps=4) == pytest.approx(1.0)  # the cosine starts at lr
+    assert lr_at(100, 100, 1.0, "cosine", 0.1, warmup_steps=4) == pytest.approx(0.1)
+    assert lr_at(2, 100, 1.0, "constant", warmup_steps=4) == 0.75 and lr_at(50, 100, 1.0, "constant", warmup_steps=4) == 1.0

@@ -11,6 +11,7 @@ from expspec.kernels.cli import main
 from expspec.kernels.config import resolve_scale
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.tempnorm.contexts import SHIPPED_CONTEXTS, SHIPPED_RECIPE, read_contexts
+from expspec.kernels.tempnorm.generate import GENERATE_KNOBS
 
 
 def test_shipped_contexts_are_the_generators_output(tmp_path, capsys):
@@ -35,14 +36,26 @@ def test_read_contexts(tmp_path):
         read_contexts(path)
 
 
-def test_config_checks_the_knobs():
-    with pytest.raises(ExpspecError, match="tempnorm.eval_lengths"):
-        resolve_scale("smoke", overrides=["tempnorm.eval_lengths=1,50"])  # gen_length is 20 at smoke
-    with pytest.raises(ExpspecError, match="tempnorm.test_fraction"):
-        resolve_scale("smoke", overrides=["tempnorm.test_fraction=1.0"])
+@pytest.mark.parametrize("override, message", [
+    ("tempnorm.eval_lengths=1,50", "tempnorm.eval_lengths: expected a non-empty increasing list"),  # > gen_length
+    ("tempnorm.test_fraction=1.0", "tempnorm.test_fraction: expected a fraction in (0, 1)"),
+    ("tempnorm.alpha=0.5", "tempnorm.alpha: expected a finite number >= 1"),
+    ("tempnorm.alpha=nan", "tempnorm.alpha: expected a finite number >= 1"),
+    ("tempnorm.model=", "tempnorm.model: expected an HF id, a local directory or smollm2-135m-instruct, got ''"),
+    ("tempnorm.model=  ", "tempnorm.model: expected an HF id"),
+    ("tempnorm.dtype=float64", "tempnorm.dtype: expected one of float32, bfloat16, float16, got 'float64'"),
+])
+def test_config_checks_the_knobs(override, message):
+    with pytest.raises(ExpspecError) as err:
+        resolve_scale("smoke", overrides=[override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hero_config_is_the_seeds():
+    assert resolve_scale("smoke", overrides=["tempnorm.alpha=1"])["tempnorm"]["alpha"] == 1.0  # 1 is allowed
     cfg = resolve_scale("hero")["tempnorm"]
     assert cfg["model"] == "facebook/opt-125m" and cfg["gen_length"] == 100 and cfg["gen_number"] == 8
-    assert cfg["alpha"] == 4.0 and cfg["initial_wander"] == 30
+    assert cfg["alpha"] == 4.0 and cfg["initial_wander"] == 30 and cfg["dtype"] == "float32"
     assert cfg["eval_lengths"] == [1, 2, 5, 10, 20, 30, 40, 50, 60, 80, 100]
 
 
@@ -52,17 +65,31 @@ def test_config_checks_the_knobs():
     (lambda d: (d / "c.txt").write_text("a context\n"), ["--contexts-file", "{d}/c.txt", "--set", "tempnorm.gen_len=3"],
      "unknown key tempnorm.gen_len"),
     (lambda d: ((d / "c.txt").write_text("a context\n"), (d / "out.jsonl").mkdir()),
-     ["--contexts-file", "{d}/c.txt", "--output-file", "{d}/out.jsonl"], "is a directory"),
+     ["--contexts-file", "{d}/c.txt", "--output-file", "{d}/out.jsonl"], "out.jsonl: is a directory"),
+    (lambda d: ((d / "c.txt").write_text("a context\n"), (d / "out.meta.json").mkdir()),
+     ["--contexts-file", "{d}/c.txt", "--output-file", "{d}/out.jsonl"],
+     "data sidecar {d}/out.meta.json: is a directory"),
+    (lambda d: ((d / "c.txt").write_text("a context\n"), (d / "a_file").write_text("")),
+     ["--contexts-file", "{d}/c.txt", "--output-file", "{d}/a_file/out.jsonl"], "a_file is not a directory"),
+    (lambda d: (d / "c.txt").write_text("a context\n"), ["--contexts-file", "{d}/c.txt", "--set", "tempnorm.alpha=0.9"],
+     "tempnorm.alpha: expected a finite number >= 1"),
 ])
-def test_generate_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, setup, args, message):
+def test_generate_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, setup, args, message):
+    import expspec.kernels.models.pretrained as pretrained
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was found")
+
+    monkeypatch.setattr(pretrained, "load_causal_lm", no_model)
     setup(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
     args = [a.format(d=tmp_path) for a in args]
     if "--output-file" not in args:
         args += ["--output-file", str(tmp_path / "data.jsonl")]
     assert main(["tempnorm", "generate", *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("expspec: error: ") and message in err and err.count("\n") == 1
-    assert not (tmp_path / "data.jsonl").exists() and not (tmp_path / "data.meta.json").exists()
+    assert err.startswith("expspec: error: ") and message.format(d=tmp_path) in err and err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.slow
@@ -80,9 +107,14 @@ def test_generate_with_the_real_model_is_reproduced_by_teacher_forcing(tmp_path,
     assert main([*argv, *sum((["--set", k] for k in knobs), [])]) == 0
     assert "2 records" in capsys.readouterr().out
     records, meta, lengths = read_experiment_data(out)
-    assert lengths == [1, 5] and meta["seeds"] == {"seed": 5, "wander": 5, "completions": 6}
+    seeds = meta["seeds"]
+    assert lengths == [1, 5] and seeds["seed"] == 5 and len({seeds["wander"], seeds["completions"], 5, 6}) == 4
     assert meta["hidden_size"] == 576 and meta["git_commit"] and meta["inputs"]["contexts_fingerprint"]
-    assert meta["config"]["tempnorm"]["gen_number"] == 3
+    assert meta["dtype"] == "float32" and meta["model_dtype"] == "torch.float32"
+    assert meta["inputs"]["model_fingerprint"].startswith("files:")
+    # the sidecar holds the knobs phase 1 read, and only those
+    assert meta["config"] == {"tempnorm": {k: resolve_scale("smoke", overrides=knobs)["tempnorm"][k]
+                                           for k in GENERATE_KNOBS}, "common": {"seed": 5}}
     assert all(len(r["generations"]) == 3 and len(r["starting_hidden_vector"]) == 576 for r in records)
     model, _ = load_causal_lm("smollm2-135m-instruct")
     by_prefix, by_full = rescore_records(model, records), rescore_records(model, records, full_sequence=True)

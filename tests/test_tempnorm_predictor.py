@@ -100,10 +100,14 @@ def test_too_few_contexts_is_an_error(tmp_path):
         _fit(synthetic_records(n_contexts=2), tmp_path)
 
 
+GENERATION_CONFIG = {"tempnorm": {"model": "synthetic", "gen_length": 10, "gen_number": 4}, "common": {"seed": 0}}
+
+
 def _data_file(tmp_path, records=None):
     path = tmp_path / "data.jsonl"
     write_experiment_data(path, records or synthetic_records(), {"eval_lengths": LENGTHS, "alpha": 4.0,
-                                                                "model": "synthetic", "git_commit": "abc"})
+                                                                "model": "synthetic", "git_commit": "abc",
+                                                                "config": GENERATION_CONFIG})
     return path
 
 
@@ -120,13 +124,30 @@ def test_train_cli_writes_the_seed_files(tmp_path, capsys):
     assert metrics["eval_lengths"] == LENGTHS and metrics["alpha"] == 4.0 and metrics["split"]["seed"] == 7
     prov = metrics["provenance"]
     assert prov["seed"] == 7 and prov["git_commit"] and prov["inputs"]["data_file"]
-    assert prov["config"]["tempnorm"]["cv_folds"] == 3 and prov["inputs"]["data_git_commit"] == "abc"
+    assert prov["inputs"]["data_git_commit"] == "abc"
+    # the generation config is the data's (from its sidecar), phase 2's knobs apart and only those
+    assert prov["generation_config"] == GENERATION_CONFIG
+    assert prov["training_config"] == {"tempnorm": {"test_fraction": 0.2, "cv_folds": 3,
+                                                    "ridge_alphas": metrics["split"]["ridge_alphas"]},
+                                       "common": {"seed": 7}}
+    assert list(metrics["metrics"]) == ["1", "5", "10"]  # numeric order in the file, not "1", "10", "5"
     for L in LENGTHS:
         m = metrics["metrics"][str(L)]
         assert {"train_r2_log", "test_r2_log", "train_mse_log", "test_mse_log", "train_mae_log", "test_mae_log",
                 "n_train", "n_test", "r2_ceiling", "ridge_alpha"} <= set(m)
         assert m["baseline"]["name"] == "predict the train mean"
     assert "test R2" in capsys.readouterr().out
+
+
+def test_without_a_sidecar_the_generation_config_is_the_records_echo(tmp_path):
+    from expspec.kernels.tempnorm.predictor import train_data
+    from expspec.kernels.tempnorm.records import meta_path
+
+    data = _data_file(tmp_path)
+    meta_path(data).unlink()
+    knobs = {"test_fraction": 0.25, "cv_folds": 3, "ridge_alphas": [1.0, 10.0]}
+    metrics = train_data(knobs, 0, data, tmp_path / "models")
+    assert metrics["provenance"]["generation_config"] == {"record_config_echo": synthetic_records()[0]["config"]}
 
 
 @pytest.mark.parametrize("break_it, message", [

@@ -1,14 +1,16 @@
-"""The phase 1 data file: written and read back unchanged; every malformed record is one line
-naming the file, the line and the field."""
+"""The phase 1 data file: written and read back unchanged; every malformed record, every
+disagreement between records or with the sidecar, is one line naming the file, the line and
+the field; a failed write leaves no new data file beside a stale sidecar."""
 
 import json
 import math
+import os
 
 import pytest
 from test_tempnorm_predictor import LENGTHS, synthetic_records
 
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.tempnorm.records import meta_path, read_experiment_data, write_experiment_data
+from expspec.kernels.tempnorm.records import check_output_paths, meta_path, read_experiment_data, write_experiment_data
 from expspec.kernels.tempnorm.tempnorms import tempnorm_summary
 
 
@@ -69,7 +71,10 @@ _DROP = object()
     ("generations.0.model_probs.0", 0.0, "field generations[0].model_probs: expected probabilities in (0, 1]"),
     ("generations.0.model_probs.0", 1.5, "field generations[0].model_probs: expected probabilities in (0, 1]"),
     ("generations.0.token_ids", [1, 2], "field generations[0].token_ids: expected a list of >= 10 token ids"),
-    ("individual_tempnorms_5", [1.0], "field individual_tempnorms_5: expected a list of 4 finite numbers"),
+    ("individual_tempnorms_5", [1.0], "field individual_tempnorms_5: expected a list of 4 numbers >= 0"),
+    ("individual_tempnorms_5", ["nan"] * 4, "field individual_tempnorms_5: expected a list of 4 numbers >= 0"),
+    ("tempnorm_mean_1", -0.5, "field tempnorm_mean_1: expected a number >= 0"),
+    ("log_tempnorm_variance_1", "inf", "field log_tempnorm_variance_1: expected a finite number (or \"-inf\""),
     ("log_tempnorm_mean_10", "-inf", "field log_tempnorm_mean_10: expected a finite number"),
     ("initial_context", 3, "field initial_context: expected a string"),
 ])
@@ -105,3 +110,84 @@ def test_missing_eval_lengths_and_bad_sidecar(tmp_path):
     meta_path(path).write_text("[1, 2]")
     with pytest.raises(ExpspecError, match="expected a JSON object"):
         read_experiment_data(path)
+
+
+def test_alpha_below_one_overflows_to_inf_and_reads_back(tmp_path):
+    """The kernel never raises on the alpha the config forbids: a linear value past float64 is
+    inf, written "inf", and the reader takes it (its log stays finite)."""
+    records = synthetic_records(n_contexts=3, alpha=-80.0)
+    for r in records:
+        probs = [[1e-4] * 10 for _ in r["generations"]]  # weight (1e-4)^(-81 x 10) = e^7460 at L = 10
+        for g, p in zip(r["generations"], probs):
+            g["model_probs"] = p
+        r.update(tempnorm_summary(probs, LENGTHS, -80.0))
+    assert records[0]["tempnorm_mean_10"] == math.inf and math.isfinite(records[0]["log_tempnorm_mean_10"])
+    path = _write(tmp_path, records)
+    assert '"tempnorm_mean_10":"inf"' in path.read_text().splitlines()[0]
+    back, _, _ = read_experiment_data(path)
+    assert back[0]["individual_tempnorms_10"] == [math.inf] * 4 and back[0]["tempnorm_variance_1"] == 0.0
+
+
+def test_records_must_share_one_config_echo(tmp_path):
+    records = synthetic_records(n_contexts=3)
+    records[2]["config"] = dict(records[2]["config"], seed=99)
+    with pytest.raises(ExpspecError, match=r":3: field config: expected the same config echo as line 1's"):
+        read_experiment_data(_write(tmp_path, records))
+
+
+def test_echo_must_agree_with_the_sidecar_and_the_record(tmp_path):
+    records = synthetic_records(n_contexts=3)
+    path = _write(tmp_path, records, {"eval_lengths": LENGTHS, "alpha": 2.0})
+    with pytest.raises(ExpspecError, match=r":1: field config.alpha: expected 2.0, as the sidecar experiment_data"):
+        read_experiment_data(path)
+    path = _write(tmp_path, records, {"eval_lengths": LENGTHS, "seeds": {"seed": 1}})
+    with pytest.raises(ExpspecError, match=r":1: field config.seed: expected 1"):
+        read_experiment_data(path)
+    for r in records:
+        r["config"]["gen_number"] = 5
+    with pytest.raises(ExpspecError, match=r":1: field generations: expected 5 completions, as its config.gen_number"):
+        read_experiment_data(_write(tmp_path, records))
+
+
+def test_record_count_and_fingerprint_must_match_the_sidecar(tmp_path):
+    path = _write(tmp_path, synthetic_records(n_contexts=3))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]))
+    with pytest.raises(ExpspecError, match=r"2 records, but its sidecar experiment_data.meta.json says n_records = 3"):
+        read_experiment_data(path)
+    path.write_text("".join(lines).replace('"generated_text":"x"', '"generated_text":"y"', 1))
+    with pytest.raises(ExpspecError, match=r"its fingerprint \w+ is not the one its sidecar .* records"):
+        read_experiment_data(path)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    check_output_paths(tmp_path / "new" / "deeper" / "data.jsonl")  # folders that can be made: fine
+    assert not (tmp_path / "new").exists()  # and nothing made by the check
+    (tmp_path / "data.meta.json").mkdir()
+    with pytest.raises(ExpspecError, match=r"data sidecar .*data.meta.json: is a directory"):
+        check_output_paths(tmp_path / "data.jsonl")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ExpspecError, match=r"a_file is not a directory"):
+        check_output_paths(tmp_path / "a_file" / "sub" / "data.jsonl")
+
+
+def test_a_failed_write_leaves_no_new_data_beside_a_stale_sidecar(tmp_path, monkeypatch):
+    old = synthetic_records(n_contexts=3)
+    path = _write(tmp_path, old)
+    replace = os.replace
+    calls = []
+
+    def fail_on_the_sidecar(src, dst):
+        calls.append(dst)
+        if str(dst).endswith(".meta.json"):
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_sidecar)
+    with pytest.raises(ExpspecError) as err:
+        _write(tmp_path, synthetic_records(n_contexts=4, seed=1))
+    assert "cannot write it or its sidecar (No space left on device)" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment_data.jsonl"]  # no temp files, no old sidecar
+    back, meta, _ = read_experiment_data(path)  # the new data, read from its own config echo
+    assert len(back) == 4 and meta == {}

@@ -41,6 +41,7 @@ KNOBS: dict[str, Any] = {
     "lr": 5e-5,  # Stage A peak learning rate
     "lr_schedule": "cosine",  # constant | cosine (lr -> lr_min over the stage)
     "lr_min": 1e-6,
+    "lr_warmup_frac": 0.0,  # linear LR warmup over this share of each stage's steps
     "grad_clip": 1.0,  # max total grad norm (diagnostics log the norm before clipping)
     # --- losses ---
     "first_token_weight": 6.0,  # x the answer's first-token CE (1 = like any other token)
@@ -95,7 +96,8 @@ _POSITIVE = ("latent_len", "d_z", "qa_max_facts", "stage_a_samples", "stage_b_sa
              "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm")
 _NON_NEGATIVE = ("qa_seed", "lr_min", "first_token_weight", "kce_weight", "kd_weight", "lora_layers",
                  "epoch_samples", "min_f1_nonzero_examples", "min_peak_first_acc", "min_mean_f1")
-_FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lora_dropout", "min_final_over_peak",
+_FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lr_warmup_frac", "lora_dropout",
+              "min_final_over_peak",
               "max_repetition_rate")
 
 

@@ -86,13 +86,19 @@ def first_token_weight_at(step: int, total_steps: int, weight: float, schedule: 
     return 1.0 + (weight - 1.0) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def lr_at(step: int, total_steps: int, lr: float, schedule: str, lr_min: float = 0.0) -> float:
-    """Learning rate at ``step`` of ``total_steps``: constant, or cosine from lr to lr_min."""
+def lr_at(step: int, total_steps: int, lr: float, schedule: str, lr_min: float = 0.0,
+          warmup_steps: int = 0) -> float:
+    """Learning rate at ``step`` (0-based) of ``total_steps``: a linear warmup to lr over the
+    first ``warmup_steps`` (step i at lr * (i + 1) / warmup_steps), then constant, or cosine
+    from lr to lr_min over the remaining steps."""
     if schedule not in LR_SCHEDULES:
         raise ExpspecError(f"lr schedule: expected one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    step = max(step, 0)
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
     if schedule == "constant":
         return lr
-    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
     return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

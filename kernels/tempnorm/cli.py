@@ -2,26 +2,24 @@
 
     expspec tempnorm generate --contexts-file F --output-file data.jsonl [--model M] [--device D]
         phase 1: starting points, hidden vectors, completions, tempnorms -> data.jsonl and
-        its sidecar data.meta.json (model, alpha, seeds, git commit, resolved config)
+        its sidecar data.meta.json (model, dtype, alpha, seeds, git commit, the knobs it read)
     expspec tempnorm train --data-file data.jsonl --output-dir models/
         phase 2: one ridge per eval length -> tempnorm_model_eval_{L}.pkl, split_eval_{L}.json,
-        metrics.json (R^2/MSE/MAE, baseline, r2_ceiling) and r2_vs_eval_length.png
+        metrics.json (R^2/MSE/MAE, baseline, r2_ceiling; the data's generation config and
+        phase 2's own knobs) and r2_vs_eval_length.png
     expspec tempnorm contexts --out F [--corpus C] [--n N] [--seed S]
         draw contexts (whole paragraphs) from a corpus; the defaults remake the shipped file
 
 Knobs come from --scale/--profile/--set/env exactly as in pytest (``tempnorm.*``; the
 sampling and split seed is ``common.seed``): ``--scale hero`` gives the seed's values
-(facebook/opt-125m, 8 x 100 tokens), the default smoke scale the shipped SmolLM2 at CPU
-size. Bad input: one line on stderr, exit 2, nothing written.
+(facebook/opt-125m in float32, 8 x 100 tokens), the default smoke scale the shipped SmolLM2
+at CPU size. Bad input (an unwritable output included, checked before the model loads):
+one line on stderr, exit 2, nothing written.
 """
 
 from __future__ import annotations
 
 from expspec.kernels.cli import add_config_args, config_from_args, device_from_args
-
-
-def _family_config(cfg: dict) -> dict:
-    return {"tempnorm": cfg["tempnorm"], "common": cfg["common"]}
 
 
 def cmd_generate(args) -> int:
@@ -35,11 +33,11 @@ def cmd_generate(args) -> int:
     cfg = config_from_args(args, sets)
     tempnorm = cfg["tempnorm"]
     meta = generate_data(tempnorm, cfg["common"]["seed"], contexts_path(tempnorm["contexts_file"]), args.output_file,
-                         device=device_from_args(args), config=_family_config(cfg))
+                         device=device_from_args(args))
     gen = meta["generation"]
     print(f"wrote {args.output_file} ({gen['n_contexts']} records) and {meta_path(args.output_file)}: "
           f"{gen['tokens_generated']} tokens in {gen['seconds']:.1f} s ({gen['tok_per_s']:.1f} tok/s), "
-          f"model {meta['model']}, alpha={meta['alpha']}")
+          f"model {meta['model']} ({meta['model_dtype']}), alpha={meta['alpha']}")
     return 0
 
 
@@ -50,8 +48,7 @@ def cmd_train(args) -> int:
     from expspec.kernels.tempnorm.predictor import train_data
 
     cfg = config_from_args(args)
-    metrics = train_data(cfg["tempnorm"], cfg["common"]["seed"], args.data_file, args.output_dir,
-                         config=_family_config(cfg))
+    metrics = train_data(cfg["tempnorm"], cfg["common"]["seed"], args.data_file, args.output_dir)
     plot_r2(metrics, Path(args.output_dir) / R2_PLOT)
     print(f"wrote {args.output_dir}/metrics.json, {R2_PLOT} ({metrics['n_records']} contexts x {metrics['gen_number']})")
     print(f"{'L':>5} {'test R2':>9} {'baseline':>9} {'ceiling':>9} {'ridge a':>9}")

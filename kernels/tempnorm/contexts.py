@@ -18,7 +18,8 @@ from expspec.kernels.data.corpus import DATA_DIR, Document, paragraphs
 from expspec.kernels.errors import ExpspecError
 
 SHIPPED_CONTEXTS = DATA_DIR / "contexts.txt"
-# how the shipped file was made (tests/test_tempnorm_contexts.py regenerates it)
+# how the shipped file was made (tests/test_tempnorm_cli.py::test_shipped_contexts_are_the_generators_output
+# regenerates it byte for byte)
 SHIPPED_RECIPE = {"corpus": "embedded:austen", "n": 256, "seed": 0, "min_chars": 120, "max_chars": 360}
 
 

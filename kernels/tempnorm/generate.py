@@ -15,12 +15,16 @@ Per context (the seed's steps, batched over contexts by the shared sampler):
 
 The context is tokenized with the tokenizer's special tokens (as the seed did: OPT's
 ``</s>`` BOS), then handed to the sampler as ids, so the recorded starting point ids are
-exactly what the model saw. Seeds: the wander draws with ``seed``, the completions with
-``seed + 1`` (the sampler's per-(prompt, sample) streams).
+exactly what the model saw. Seeds: the wander and the completions each draw from the
+sampler's per-(prompt, sample) streams under their own seed, a hash of (stream name,
+``common.seed``): seed s's completions never replay seed s + 1's wander, as ``s``/``s + 1``
+did. The weights load in the ``dtype`` knob's precision (float32 by default, as the seed
+ran; transformers 5 would otherwise keep a checkpoint's own dtype, float16 for opt-125m).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -29,35 +33,92 @@ import torch
 
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.models.sampler import hidden_at_last_token, sample
-from expspec.kernels.progress import stage
+from expspec.kernels.progress import advance, stage
 from expspec.kernels.provenance import file_fingerprint, git_commit
 from expspec.kernels.tempnorm.contexts import read_contexts
-from expspec.kernels.tempnorm.records import write_experiment_data
+from expspec.kernels.tempnorm.records import check_output_paths, write_experiment_data
 from expspec.kernels.tempnorm.tempnorms import tempnorm_summary
 
-# the knobs phase 1 reads (its cache key; the contexts file enters as a fingerprint)
-GENERATE_KNOBS = ("model", "max_contexts", "initial_wander", "gen_length", "gen_number", "eval_lengths", "alpha",
-                  "max_batch")
+# the knobs phase 1 reads (its cache key, with common.seed and the device; the contexts
+# file and the model's files enter as fingerprints)
+GENERATE_KNOBS = ("model", "dtype", "max_contexts", "initial_wander", "gen_length", "gen_number", "eval_lengths",
+                  "alpha", "max_batch")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit sampler seed for one named stream of one ``common.seed``."""
+    digest = hashlib.sha256(f"expspec.tempnorm/{stream}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def wander_seed(seed: int) -> int:
-    return seed
+    return _stream_seed(seed, "wander")
 
 
 def completion_seed(seed: int) -> int:
-    return seed + 1
+    return _stream_seed(seed, "completions")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"float32"`` -> ``torch.float32`` (the dtype knob's words are torch's names)."""
+    return getattr(torch, name)
+
+
+def generation_config(tempnorm: Mapping, seed: int) -> dict:
+    """The knobs phase 1 reads, as its sidecar records them and phase 2 copies them (the
+    contexts file is an input: its path and fingerprint are in the sidecar's ``inputs``)."""
+    return {"tempnorm": {k: tempnorm[k] for k in GENERATE_KNOBS}, "common": {"seed": seed}}
+
+
+def model_fingerprint(name: str) -> str:
+    """What identifies the weights ``name`` loads (cache keys, the sidecar). A local
+    directory (the shipped SmolLM2's cache included) or an HF id already in the local hub
+    cache: sha256 of its text/JSON files (config, tokenizer) and of its weight files' names
+    and sizes, so replaced weights under the same name are a new key. An HF id not
+    downloaded: the id (it cannot load offline anyway)."""
+    from expspec.kernels.models.pretrained import resolve_model_path
+
+    folder = Path(resolve_model_path(name)).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # an id the hub library rejects: not in its cache either
+            cached = None
+        if not isinstance(cached, str):
+            return f"id:{name}"
+        folder = Path(cached).parent  # the snapshot folder of the cached revision
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")):
+        rel = str(file.relative_to(folder)).encode()
+        if file.suffix in WEIGHT_SUFFIXES:
+            digest.update(rel + b"\0" + str(file.stat().st_size).encode() + b"\0")
+        elif file.suffix in (".json", ".txt", ".model", ".jinja"):
+            digest.update(rel + b"\0" + file.read_bytes() + b"\0")
+    return "files:" + digest.hexdigest()[:16]
+
+
+def _progress(label: str):
+    """The sampler's on_batch hook as a progress line ("completion sequences 96/320")."""
+    def on_batch(done: int, total: int, seconds: float, tokens: int) -> None:
+        advance(label, done, total)
+    return on_batch
 
 
 def generate_records(model, tokenizer, contexts: Sequence[str], *, initial_wander: int, gen_number: int,
                      gen_length: int, eval_lengths: Sequence[int], alpha: float, seed: int, max_batch: int,
-                     model_name: str) -> tuple[list[dict], dict]:
-    """(one record per context, generation stats: tokens, seconds, tokens per second)."""
+                     model_name: str, dtype: str = "float32") -> tuple[list[dict], dict]:
+    """(one record per context, generation stats: tokens, seconds, tokens per second).
+    ``dtype`` is only echoed into each record's config (the model is loaded by the caller)."""
     context_ids = [list(tokenizer(c)["input_ids"]) for c in contexts]
     began = time.perf_counter()
     with stage("wander"):
         if initial_wander > 0:
             wanders = sample(model, tokenizer, context_ids, n=1, max_new_tokens=initial_wander, temperature=1.0,
-                             seed=wander_seed(seed), max_batch=max_batch, stop_at_eos=False)
+                             seed=wander_seed(seed), max_batch=max_batch, stop_at_eos=False,
+                             on_batch=_progress("wander sequences"))
             starts = [ids + w.token_ids for ids, w in zip(context_ids, wanders)]
         else:
             starts = [list(ids) for ids in context_ids]
@@ -65,10 +126,12 @@ def generate_records(model, tokenizer, contexts: Sequence[str], *, initial_wande
         hidden = hidden_at_last_token(model, tokenizer, starts, max_batch=max_batch).to(torch.float16)
     with stage("completions"):
         completions = sample(model, tokenizer, starts, n=gen_number, max_new_tokens=gen_length, temperature=1.0,
-                             seed=completion_seed(seed), max_batch=max_batch, stop_at_eos=False)
+                             seed=completion_seed(seed), max_batch=max_batch, stop_at_eos=False,
+                             on_batch=_progress("completion sequences"))
     seconds = time.perf_counter() - began
     echo = {"model": model_name, "gen_length": gen_length, "eval_lengths": list(eval_lengths),
-            "gen_number": gen_number, "alpha": alpha, "initial_wander": initial_wander, "seed": seed}
+            "gen_number": gen_number, "alpha": alpha, "initial_wander": initial_wander, "seed": seed,
+            "dtype": dtype}  # the seed's echo + dtype
     records = []
     for i, (context, start) in enumerate(zip(contexts, starts)):
         mine = completions[i * gen_number:(i + 1) * gen_number]
@@ -94,33 +157,37 @@ def generate_records(model, tokenizer, contexts: Sequence[str], *, initial_wande
 
 
 def generate_data(tempnorm: Mapping, seed: int, contexts_file: str | Path, output_file: str | Path, *,
-                  device: str, config: Mapping, load_model: Callable | None = None) -> dict:
-    """Phase 1 end to end: check the inputs, load the model, generate, write the data file
-    and its sidecar (model, alpha, seeds, git commit, config, input fingerprints, speed).
-    Returns the sidecar's content."""
+                  device: str, load_model: Callable | None = None) -> dict:
+    """Phase 1 end to end: check the inputs and that both outputs can be written, load the
+    model in ``tempnorm["dtype"]``, generate, write the data file and its sidecar (model,
+    dtype, alpha, seeds, git commit, the knobs phase 1 read, input fingerprints, speed).
+    ``load_model(name, device=, dtype=)`` defaults to load_causal_lm. Returns the sidecar."""
     output_file = Path(output_file)
-    if output_file.is_dir():
-        raise ExpspecError(f"--output-file {output_file}: is a directory, expected a file path")
     contexts = read_contexts(contexts_file, tempnorm["max_contexts"])
+    check_output_paths(output_file)
     if load_model is None:
         from expspec.kernels.models.pretrained import load_causal_lm as load_model
     began = time.perf_counter()
-    model, tokenizer = load_model(tempnorm["model"], device=device)
+    want = torch_dtype(tempnorm["dtype"])
+    model, tokenizer = load_model(tempnorm["model"], device=device, dtype=want)
+    if model.dtype != want:
+        raise ExpspecError(f"tempnorm.dtype: asked for {tempnorm['dtype']}, the model loaded as {model.dtype}")
     load_seconds = time.perf_counter() - began
     records, stats = generate_records(
         model, tokenizer, contexts, initial_wander=tempnorm["initial_wander"], gen_number=tempnorm["gen_number"],
         gen_length=tempnorm["gen_length"], eval_lengths=tempnorm["eval_lengths"], alpha=tempnorm["alpha"],
-        seed=seed, max_batch=tempnorm["max_batch"], model_name=tempnorm["model"])
+        seed=seed, max_batch=tempnorm["max_batch"], model_name=tempnorm["model"], dtype=tempnorm["dtype"])
     meta = {
-        "model": tempnorm["model"], "alpha": tempnorm["alpha"], "eval_lengths": list(tempnorm["eval_lengths"]),
+        "model": tempnorm["model"], "dtype": tempnorm["dtype"], "model_dtype": str(model.dtype),
+        "alpha": tempnorm["alpha"], "eval_lengths": list(tempnorm["eval_lengths"]),
         "gen_length": tempnorm["gen_length"], "gen_number": tempnorm["gen_number"],
         "initial_wander": tempnorm["initial_wander"], "hidden_size": stats["hidden_size"],
         "seeds": {"seed": seed, "wander": wander_seed(seed), "completions": completion_seed(seed)},
-        "device": device, "torch_threads": torch.get_num_threads(), "git_commit": git_commit(), "config": config,
+        "device": device, "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
+        "config": generation_config(tempnorm, seed),
         "inputs": {"contexts_file": str(contexts_file), "contexts_fingerprint": file_fingerprint(contexts_file),
-                   "n_contexts": len(contexts)},
+                   "n_contexts": len(contexts), "model_fingerprint": model_fingerprint(tempnorm["model"])},
         "generation": {**stats, "model_load_seconds": round(load_seconds, 3)},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_experiment_data(output_file, records, meta)
-    return meta
+    return write_experiment_data(output_file, records, meta)

@@ -15,6 +15,11 @@ Two reference points make a test R^2 readable:
   starting point's own mean, so ``r2_ceiling`` = test R^2 of that prediction = the
   between-starting-point share of the test variance. No start-state model can pass it;
   a low ceiling says the target is unpredictable from the start, not that the model is weak.
+  The ceiling groups rows by starting point (record), the split by context text: two
+  records of one repeated context line wander to different starting points with different
+  hidden vectors, so a start-state model may tell them apart (grouping them would set the
+  ceiling too low), while they must still sit on one side of the split (their shared
+  context would leak from train to test).
   Even with no between-start-point signal the ceiling is positive by chance: k means of N
   rows take (k - 1) / (N - 1) of the variance on average (``r2_ceiling_chance``).
 
@@ -24,6 +29,7 @@ the pytest fixture both run; the plot is drawn from its metrics.json (plots.py).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -32,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from expspec.kernels.atomic_io import write_json_atomic
+from expspec.kernels.atomic_io import jsonable, write_json_atomic, write_text_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.provenance import file_fingerprint, git_commit
 from expspec.kernels.tempnorm.records import read_experiment_data
@@ -94,7 +100,8 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ridge_alphas: Se
 
 
 def r2_ceiling(y: np.ndarray, owner: np.ndarray) -> float:
-    """R^2 of predicting each row by the mean of its own starting point's rows."""
+    """R^2 of predicting each row by the mean of its own starting point's rows (``owner``:
+    the record index, not the context text; see the module docstring)."""
     from sklearn.metrics import r2_score
 
     means = {o: y[owner == o].mean() for o in np.unique(owner)}
@@ -159,9 +166,9 @@ def write_pickle_atomic(path: Path, obj) -> None:
 def train_predictors(records: Sequence[Mapping], eval_lengths: Sequence[int], out_dir: str | Path, *,
                      test_fraction: float, cv_folds: int, ridge_alphas: Sequence[float], seed: int) -> dict:
     """Fit every eval length; write tempnorm_model_eval_{L}.pkl and split_eval_{L}.json into
-    ``out_dir``; return {str(L): metrics}."""
+    ``out_dir``; return {str(L): metrics} in increasing L."""
     train_records = split_records(records, test_fraction, seed)
-    fitted = {L: fit_eval_length(records, L, train_records, ridge_alphas, cv_folds) for L in eval_lengths}
+    fitted = {L: fit_eval_length(records, L, train_records, ridge_alphas, cv_folds) for L in sorted(eval_lengths)}
     out = Path(out_dir)
     for L, (model, _, split) in fitted.items():  # written only once every length has fitted
         write_pickle_atomic(out / f"tempnorm_model_eval_{L}.pkl", model)
@@ -169,10 +176,11 @@ def train_predictors(records: Sequence[Mapping], eval_lengths: Sequence[int], ou
     return {str(L): metrics for L, (_, metrics, _) in fitted.items()}
 
 
-def train_data(tempnorm: Mapping, seed: int, data_file: str | Path, output_dir: str | Path, *,
-               config: Mapping) -> dict:
+def train_data(tempnorm: Mapping, seed: int, data_file: str | Path, output_dir: str | Path) -> dict:
     """Phase 2 end to end: read and check the data file, fit every eval length, write the
-    models, splits and metrics.json (with provenance). Returns metrics.json's content."""
+    models, splits and metrics.json. Its provenance holds the generation config copied from
+    the data's sidecar (else the records' config echo) and, apart, the knobs phase 2 read.
+    Returns metrics.json's content."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ExpspecError(f"--output-dir {output_dir}: exists and is not a directory")
@@ -180,17 +188,22 @@ def train_data(tempnorm: Mapping, seed: int, data_file: str | Path, output_dir: 
     per_length = train_predictors(records, lengths, output_dir, test_fraction=tempnorm["test_fraction"],
                                   cv_folds=tempnorm["cv_folds"], ridge_alphas=tempnorm["ridge_alphas"], seed=seed)
     echo = records[0].get("config") if isinstance(records[0].get("config"), dict) else {}
+    generation = meta["config"] if isinstance(meta.get("config"), dict) else {"record_config_echo": echo}
     metrics = {
-        "data_file": str(data_file), "eval_lengths": lengths, "model": LEARNER,
+        "data_file": str(data_file), "eval_lengths": sorted(lengths), "model": LEARNER,
         "alpha": meta.get("alpha", echo.get("alpha")), "generator_model": meta.get("model", echo.get("model")),
+        "generator_dtype": meta.get("model_dtype", echo.get("dtype")),
         "n_records": len(records), "gen_number": len(records[0]["generations"]),
         "hidden_size": len(records[0]["starting_hidden_vector"]),
         "split": {"grouped_by": "initial_context", "test_fraction": tempnorm["test_fraction"], "seed": seed,
                   "cv_folds": tempnorm["cv_folds"], "ridge_alphas": list(tempnorm["ridge_alphas"])},
         "metrics": per_length,
-        "provenance": {"config": config, "seed": seed, "git_commit": git_commit(),
+        "provenance": {"generation_config": generation,
+                       "training_config": {"tempnorm": {k: tempnorm[k] for k in TRAIN_KNOBS}, "common": {"seed": seed}},
+                       "seed": seed, "git_commit": git_commit(),
                        "inputs": {"data_file": file_fingerprint(data_file),
                                   "data_git_commit": meta.get("git_commit", "unknown")}},
     }
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    # not write_json_atomic: its sorted keys would order the lengths "1", "10", "100", "2"
+    write_text_atomic(output_dir / "metrics.json", json.dumps(jsonable(metrics), indent=2) + "\n")
     return metrics

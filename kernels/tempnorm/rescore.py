@@ -21,12 +21,21 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from expspec.kernels.progress import advance
+
 
 @torch.no_grad()
 def teacher_forced(model, start_ids: Sequence[int], continuations: Sequence[Sequence[int]],
                    full_sequence: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities [n, len] of each continuation's tokens, hidden state at the start's last
-    token) for continuations of one equal length after ``start_ids``."""
+    token) for continuations of one equal length after ``start_ids``.
+
+    Deliberately not the sampler's ``teacher_forced_probs``: that one runs the sampler's own
+    machinery (left padding, attention mask, position ids counted over real tokens), so a
+    bug there (a position off by one, a pad token attended to) would shift the recorded
+    and the rescored numbers alike and the check would pass anyway. Here one sequence runs
+    alone, unpadded, with no mask and the model's default positions: no code in common with
+    the sampler but the model itself, so agreement shows the numbers are the model's."""
     device = next(model.parameters()).device
     start = torch.tensor([list(start_ids)], dtype=torch.long, device=device)
     conts = torch.tensor([list(c) for c in continuations], dtype=torch.long, device=device)
@@ -52,7 +61,8 @@ def teacher_forced(model, start_ids: Sequence[int], continuations: Sequence[Sequ
 def rescore_records(model, records: Sequence[Mapping], full_sequence: bool = False) -> dict:
     """Largest differences between the records and a teacher-forced pass, overall and per record."""
     rows = []
-    for record in records:
+    for done, record in enumerate(records):
+        advance("rescored records", done, len(records))
         gens = record["generations"]
         probs, hidden = teacher_forced(model, record["starting_point_token_ids"], [g["token_ids"] for g in gens],
                                        full_sequence)
@@ -65,7 +75,8 @@ def rescore_records(model, records: Sequence[Mapping], full_sequence: bool = Fal
                      # layer or token would differ by O(1)
                      "hidden_diff_rel_to_max": float(np.abs(hidden - stored).max() / np.abs(hidden).max()),
                      "n_tokens": int(recorded.size)})
-    return {"n_records": len(rows), "n_tokens": sum(r["n_tokens"] for r in rows),
+    advance("rescored records", len(records), len(records))
+    return {"n_records": len(rows), "n_tokens": sum(r["n_tokens"] for r in rows), "model_dtype": str(model.dtype),
             "max_abs_prob_diff": max(r["max_abs_prob_diff"] for r in rows),
             "max_abs_hidden_diff": max(r["max_abs_hidden_diff"] for r in rows),
             "hidden_diff_rel_to_max": max(r["hidden_diff_rel_to_max"] for r in rows),

@@ -17,6 +17,11 @@ The variance is shifted by the largest term before exponentiating, so it stays f
 wherever the logs are, and it is the exact centred form (no E[x^2] - E[x]^2 cancellation
 beyond what float64 has at the scale of the largest weight). A zero variance (all
 completions equal, e.g. L = 1 and one token sampled by all) has log variance -inf.
+
+The linear-scale numbers are stored too (the seed's fields) as exp of the logs: with
+alpha >= 1 (the config's rule) they lie in [0, 1]; ``linear`` maps a log above ~709 to
+inf rather than raising, so the kernel never fails after a generation whatever alpha it
+is handed (the data file writes inf as "inf", which its reader accepts for these fields).
 """
 
 from __future__ import annotations
@@ -53,19 +58,28 @@ def log_variance_exp(log_values: Sequence[float]) -> float:
     return 2.0 * top + math.log(var) if var > 0 else -math.inf
 
 
+def linear(log_value: float) -> float:
+    """exp(log_value), inf where float64 overflows (never an OverflowError)."""
+    try:
+        return math.exp(log_value)
+    except OverflowError:
+        return math.inf
+
+
 def tempnorm_summary(model_probs: Sequence[Sequence[float]], eval_lengths: Sequence[int],
                      alpha: float) -> dict[str, object]:
     """The record's per-L fields: individual, mean and variance tempnorms and their logs.
 
     The linear-scale numbers are exp of the log ones (float64; they may underflow to 0.0,
-    which is why the logs are stored too and phase 2 reads those)."""
+    or for alpha < 1 overflow to inf, which is why the logs are stored too and phase 2
+    reads those)."""
     out: dict[str, object] = {}
     for L in eval_lengths:
         logs = log_tempnorms(model_probs, L, alpha)
         log_mean, log_var = log_mean_exp(logs), log_variance_exp(logs)
-        out[f"individual_tempnorms_{L}"] = [math.exp(v) for v in logs]
-        out[f"tempnorm_mean_{L}"] = math.exp(log_mean)
-        out[f"tempnorm_variance_{L}"] = math.exp(log_var)
+        out[f"individual_tempnorms_{L}"] = [linear(v) for v in logs]
+        out[f"tempnorm_mean_{L}"] = linear(log_mean)
+        out[f"tempnorm_variance_{L}"] = linear(log_var)
         out[f"log_individual_tempnorms_{L}"] = [float(v) for v in logs]
         out[f"log_tempnorm_mean_{L}"] = log_mean
         out[f"log_tempnorm_variance_{L}"] = log_var
