@@ -15,7 +15,8 @@ import pytest
 from expspec.fixtures.scale import SCALES
 from expspec.kernels.hero.checklist import hero_projection
 from expspec.kernels.hero.diagnostics import read_diagnostics
-from expspec.kernels.hero.squad import is_repetition, squad_f1
+from expspec.kernels.hero.qa_data import load_questions
+from expspec.kernels.hero.squad import is_repetition, prior_baselines, squad_f1
 
 pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session"), pytest.mark.xdist_group("hero")]
 
@@ -96,9 +97,18 @@ def test_no_mode_collapse(scale, hero_ladder, hero_config, criterion):
 
 
 def test_latent_beats_prior(scale, hero_ladder, hero_config, criterion):
-    evaluation = hero_ladder.final["eval"]
-    priors = evaluation["priors"]
+    # the priors recomputed from the questions themselves (cheap), not read from the ladder
+    train, evals = load_questions(hero_config["qa_dataset"],
+                                  max(hero_config["stage_a_samples"], hero_config["stage_b_samples"]),
+                                  hero_config["eval_samples"], hero_config["qa_seed"],
+                                  hero_config["qa_multi_token_share"], hero_config["qa_max_facts"])
+    priors = prior_baselines(train, evals)
     rows = _eval_rows(hero_ladder)
+    assert [r["id"] for r in rows] == [q.id for q in evals], "eval rows are not this config's eval set"
+    stored = hero_ladder.final["eval"]["priors"]  # first-token accuracy needs the decoder's tokenizer
+    for key in ("overall", "per_type"):
+        assert priors[key]["f1"] == pytest.approx(stored[key]["f1"]), f"{key} prior differs from the ladder's"
+        priors[key]["first_acc"] = stored[key]["first_acc"]
     f1 = sum(squad_f1(r["prediction"], r["gold"]) for r in rows) / len(rows)
     first = sum(r["first_token_correct"] for r in rows) / len(rows)
     best_f1 = max(priors["overall"]["f1"], priors["per_type"]["f1"])

@@ -104,7 +104,7 @@ def test_hero_family_defaults_and_smoke_resolve():
     hero = resolve_config()["hero"]
     assert (hero["latent_len"], hero["d_z"], hero["batch_size"], hero["grad_accum"]) == (64, 256, 32, 10)
     # scheduled sampling is off until the ladder's Phase 3 turns it on (eps 1.0 -> 0.5)
-    assert hero["ss_schedule"] == "none" and hero["ss_eps_min"] == 0.5 and hero["lr_schedule"] == "cosine"
+    assert hero["ss_schedule"] == "none" and hero["ss_eps_min"] == 0.5 and hero["lr_schedule"] == "constant"
     smoke = resolve_scale("smoke")["hero"]
     assert smoke["decoder_model"] == "smollm2-135m-instruct" and smoke["latent_len"] == 4
 

@@ -39,7 +39,7 @@ KNOBS: dict[str, Any] = {
     "batch_size": 32,  # per micro-batch
     "grad_accum": 10,  # micro-batches per optimizer step
     "lr": 5e-5,  # Stage A peak learning rate
-    "lr_schedule": "cosine",  # constant | cosine (lr -> lr_min over the stage)
+    "lr_schedule": "constant",  # constant | cosine (lr -> lr_min; the ladder's Phase 2 C tries it)
     "lr_min": 1e-6,
     "lr_warmup_frac": 0.0,  # linear LR warmup over this share of each stage's steps
     "grad_clip": 1.0,  # max total grad norm (diagnostics log the norm before clipping)

@@ -92,11 +92,16 @@ class HeroLadder:
         from expspec.kernels.run_cache import code_fingerprint
 
         self.cfg, self.seed, self.device, self.log = dict(cfg), seed, device, log
+        # Stage A: the training code and knobs it reads (not the checklist's), the size of the
+        # generated set (its questions depend on it), the device type (fp32 on CPU, bf16 on CUDA)
+        train_code = code_fingerprint(["expspec.kernels.hero.stages"])["hash"]
         code = code_fingerprint(["expspec.kernels.hero.ladder"])["hash"]
         stage_a_knobs = {k: v for k, v in self.cfg.items() if k not in NOT_STAGE_A}
-        self.stage_a_dir = root / f"stage_a-{_digest({**stage_a_knobs, 'seed': seed, 'code': code})}"
+        context = {"seed": seed, "device": str(device).split(":")[0],
+                   "n_train": max(self.cfg["stage_a_samples"], self.cfg["stage_b_samples"])}
+        self.stage_a_dir = root / f"stage_a-{_digest({**stage_a_knobs, **context, 'code': train_code})}"
         ladder_knobs = {k: v for k, v in self.cfg.items() if k != "work_dir"}
-        self.dir = root / f"ladder-{_digest({**ladder_knobs, 'seed': seed, 'code': code})}"
+        self.dir = root / f"ladder-{_digest({**ladder_knobs, **context, 'code': code})}"
         self._models = self._train = self._evals = None
 
     # --- lazily loaded ------------------------------------------------------------------
@@ -128,7 +133,7 @@ class HeroLadder:
     # --- Stage A, the text baseline, a rung -------------------------------------------------
     def stage_a(self) -> dict:
         done = self.stage_a_dir / "stage_a.json"
-        if done.is_file():
+        if done.is_file() and (self.stage_a_dir / "stage_a.pt").is_file():
             return read_json(done)
         from expspec.kernels.hero.stages import train_stage
 
@@ -166,7 +171,7 @@ class HeroLadder:
         delta = rung_delta(name, self.cfg)
         cfg = {**self.cfg, **delta}
         models, train, evals = self._load()
-        latent = self._latent(Path(stage_a["checkpoint"]))
+        latent = self._latent(self.stage_a_dir / "stage_a.pt")
         self._reset_lora(models)
         shutil.copyfile(self.stage_a_dir / "diagnostics.jsonl", folder / "diagnostics.jsonl")
         shutil.copyfile(self.stage_a_dir / "diagnostics_epoch.jsonl", folder / "diagnostics_epoch.jsonl")
@@ -199,18 +204,29 @@ class HeroLadder:
         if not hasattr(self, "_lora_init"):
             raise ExpspecError("hero ladder: LoRA exists without its initial state")
         set_peft_model_state_dict(models.lora, copy.deepcopy(self._lora_init))
+        for param in models.lora.parameters():
+            param.grad = None
         torch.manual_seed(self.seed)
 
     def run(self, max_rungs: int | None = None) -> dict:
-        """Climb until a rung passes or the tree ends; returns (and writes) ladder.json."""
-        from expspec.kernels.hero.model import add_lora
+        """Climb until a rung passes or the tree ends; returns (and writes) ladder.json.
+        One climber per work dir at a time (a file lock): the CLI and a pytest session never
+        clear each other's unfinished folders."""
+        from filelock import FileLock
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.dir.parent / ".hero.lock")):
+            return self._run(max_rungs)
+
+    def _run(self, max_rungs: int | None) -> dict:
+        from expspec.kernels.hero.model import add_lora
+
         done: list[dict] = []
         while (name := next_rung(done)) is not None and (max_rungs is None or len(done) < max_rungs):
             folder = self.dir / f"{len(done)}_{name}"
             if not (folder / "result.json").is_file():
                 models, _, _ = self._load()
+                self.stage_a()  # before LoRA exists: Stage A never touches (or leaves gradients on) it
                 if models.lora is None:  # the fresh LoRA every rung starts from
                     import torch
                     from peft import get_peft_model_state_dict

@@ -39,7 +39,7 @@ class EncodedTexts:
 
 @torch.no_grad()
 def encode_texts(encoder, tokenizer, texts: Sequence[str], batch_size: int = 64,
-                 max_length: int = 256) -> EncodedTexts:
+                 max_length: int = 512) -> EncodedTexts:
     """Last-layer token states of the frozen encoder for every text (float32, CPU)."""
     device = next(encoder.parameters()).device
     chunks, masks, width = [], [], 0

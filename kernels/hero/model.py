@@ -26,11 +26,12 @@ ANCHOR = "Answer:"
 
 
 def encoder_text(q: SquadQuestion) -> str:
-    return f"Context: {q.context}\nQuestion: {q.question}"
+    """The question first: a long (SQuAD) context is cut at the encoder's length, never the question."""
+    return f"Question: {q.question}\nContext: {q.context}"
 
 
 def text_prompt(q: SquadQuestion) -> str:
-    return f"{encoder_text(q)}\n{ANCHOR}"
+    return f"Context: {q.context}\nQuestion: {q.question}\n{ANCHOR}"
 
 
 @dataclass
@@ -64,7 +65,8 @@ def load_models(cfg: Mapping[str, Any], device: str) -> HeroModels:
         autocast = torch.bfloat16
     else:
         autocast = None
-    decoder, tok = load_causal_lm(cfg["decoder_model"], device=str(dev))
+    # fp32 weights unless autocast runs (a bf16 checkpoint would meet an fp32 prefix)
+    decoder, tok = load_causal_lm(cfg["decoder_model"], device=str(dev), dtype=None if autocast else torch.float32)
     encoder, enc_tok = load_sentence_encoder(cfg["encoder_model"], device=str(dev))
     for model in (decoder, encoder):
         model.requires_grad_(False)
@@ -135,11 +137,21 @@ def _anchor_embeds(models: HeroModels, batch: int) -> torch.Tensor:
     return emb.unsqueeze(0).expand(batch, -1, -1)
 
 
+def _lead_embeds(models: HeroModels, batch: int) -> torch.Tensor:
+    """[B, 1, H]: a real token in front of the soft ones (BOS, else EOS). A causal LM's first
+    position is its attention sink; a soft token there made the smoke run's gradient norms
+    spike past 1000, with a real token in front they stay near 50."""
+    lead = models.tokenizer.bos_token_id if models.tokenizer.bos_token_id is not None else models.eos_id
+    emb = models.decoder.get_input_embeddings()(torch.tensor([lead], device=models.device))
+    return emb.unsqueeze(0).expand(batch, -1, -1)
+
+
 def prefix_embeds(models: HeroModels, latent: LatentPrefix, data: QAData, index: Sequence[int]) -> torch.Tensor:
-    """[B, M + anchor, H]: the soft tokens then the anchor's embeddings."""
+    """[B, 1 + M + anchor, H]: a real lead token, the soft tokens, then the anchor's embeddings."""
     states, mask = data.encoded.take(index, models.device)
     soft = latent(states, mask)
-    return torch.cat([soft, _anchor_embeds(models, len(index)).to(soft.dtype)], dim=1)
+    return torch.cat([_lead_embeds(models, len(index)).to(soft.dtype), soft,
+                      _anchor_embeds(models, len(index)).to(soft.dtype)], dim=1)
 
 
 def answer_logits(models: HeroModels, prefix: torch.Tensor, answer_inputs: torch.Tensor) -> torch.Tensor:

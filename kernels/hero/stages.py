@@ -104,7 +104,11 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     if stage == "B":
         params += add_lora(models, cfg) if models.lora is None else \
             [p for n, p in models.lora.named_parameters() if "lora_" in n]
+    for param in params:  # nothing another stage left behind reaches this stage's first step
+        param.grad = None
     optimizer = torch.optim.AdamW(params, lr=plan["lr"], weight_decay=0.0)
+    if models.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(models.device)
     gen = torch.Generator().manual_seed(seed * 1000 + ord(stage))
     k, accum, total = cfg["k_tokens"], cfg["grad_accum"], plan["steps"]
     diag, diag_epoch = out_dir / "diagnostics.jsonl", out_dir / "diagnostics_epoch.jsonl"
@@ -214,7 +218,9 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     write_checkpoint(checkpoint, state)
     return {"stage": stage, "steps": step, "global_step_end": start_step + step, "samples": plan["samples"],
             "epochs": plan["epochs"], "wall_s": wall, "sec_per_step": wall / max(step, 1),
-            "max_grad_norm": max_norm, "checkpoint": str(checkpoint)}
+            "max_grad_norm": max_norm, "checkpoint": str(checkpoint), "device": str(models.device),
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(models.device) / 2 ** 30
+            if models.device.type == "cuda" else None}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -263,7 +269,7 @@ def evaluate(models: HeroModels, latent: LatentPrefix, train_questions: Sequence
     tokens = generate_latent(models, latent, evals, index, cfg["max_new_tokens"])
     predictions = [answer_text(models, t) for t in tokens]
     golds = [list(q.answers) for q in evals.questions]
-    aggregates = eval_aggregates(predictions, golds, [models.tokenizer.convert_ids_to_tokens(t) for t in tokens])
+    aggregates = eval_aggregates(predictions, golds)  # repetition read from the answer as scored
     rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p,
              "em": a["em"], "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]),
              "prefix_used": "latent"}
@@ -295,8 +301,7 @@ def text_baseline(models: HeroModels, evals: QAData, cfg: Mapping[str, Any]) -> 
     """The decoder reading the whole prompt as text (no prefix, no LoRA): aggregates and rows."""
     tokens = generate_text(models, evals, list(range(len(evals))), cfg["max_new_tokens"])
     predictions = [answer_text(models, t) for t in tokens]
-    aggregates = eval_aggregates(predictions, [list(q.answers) for q in evals.questions],
-                                 [models.tokenizer.convert_ids_to_tokens(t) for t in tokens])
+    aggregates = eval_aggregates(predictions, [list(q.answers) for q in evals.questions])
     rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p, "em": a["em"],
              "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]), "prefix_used": "text"}
             for i, (q, p, a, t) in enumerate(zip(evals.questions, predictions, aggregates.pop("per_example"),
