@@ -136,6 +136,19 @@ def test_ladder_follows_the_plan(scale, hero_ladder, criterion):
                          f"mean F1 {r['mean_f1']:.3f}, peak first_acc {r['peak_first_acc']:.3f}, failed: {failed}, "
                          f"{r['wall_s']:.0f} s -> {r['decision']['diagnosis']}")
     criterion.artifact(hero_ladder.folder.parent / "ladder.json")
+    # each rung's diagnosis recomputed from its own files (diagnostics + eval.json) and config
+    from pathlib import Path
+
+    from expspec.kernels.atomic_io import read_json
+    from expspec.kernels.hero.checklist import checklist, decision, run_series
+
+    for r in rungs:
+        folder = Path(r["folder"])
+        cfg = read_json(folder / "result.json")["config"]
+        series = run_series(read_diagnostics(folder / "diagnostics.jsonl")[0])
+        evaluation = read_json(folder / "eval.json")
+        again = decision(checklist(series, evaluation, cfg), series, evaluation, cfg)
+        assert again["diagnosis"] == r["decision"]["diagnosis"], f"rung {r['name']}: files say {again['diagnosis']}"
     expected = [next_rung(rungs[:i]) for i in range(len(rungs))]
     ok = [r["name"] for r in rungs] == expected and next_rung(rungs) is None
     ok = ok and all(not r["decision"]["ready"] for r in rungs[:-1])

@@ -58,8 +58,14 @@ class CriterionRecord:
 
 
 def family_of(nodeid: str) -> str:
-    """experiments/test_lane_b.py::test_x[smoke] -> lane_b (the test file names the family)."""
-    return Path(nodeid.split("::")[0]).stem.removeprefix("test_")
+    """experiments/test_lane_b.py::test_x[smoke] -> lane_b: the test file names the family,
+    alone or followed by ``_<what it asks>`` (test_hero_readiness.py -> hero, when hero is a
+    registered family); any other file is a family of its own name."""
+    from expspec.kernels.config import registry
+
+    stem = Path(nodeid.split("::")[0]).stem.removeprefix("test_")
+    names = sorted(registry(), key=len, reverse=True)
+    return next((n for n in names if stem == n or stem.startswith(n + "_")), stem)
 
 
 def family_verdicts(records: list[CriterionRecord]) -> list[str]:

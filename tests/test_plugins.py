@@ -153,3 +153,13 @@ def test_cli_config_resolves_like_pytest(capsys):
     assert printed["lane_b"]["depth"] == 3 and printed["lane_b"]["calib_iters"] == expected["lane_b"]["calib_iters"]
     assert main(["config", "--set", "lane_b.nope=1"]) == 2
     assert "unknown key lane_b.nope" in capsys.readouterr().err
+
+
+def test_the_test_file_names_its_family():
+    from expspec.kernels.reports import family_of
+
+    assert family_of("experiments/test_lane_b.py::test_x[smoke]") == "lane_b"
+    assert family_of("experiments/test_hero_readiness.py::test_y[hero]") == "hero"
+    assert family_of("experiments/test_bon_emergence.py::test_z") == "bon"
+    assert family_of("experiments/test_tempnorm.py::test_z") == "tempnorm"
+    assert family_of("experiments/test_toy_model.py::test_z") == "toy_model"  # not a family: its own name
