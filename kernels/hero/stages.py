@@ -267,14 +267,7 @@ def evaluate(models: HeroModels, latent: LatentPrefix, train_questions: Sequence
     index = list(range(len(evals)))
     stats = first_token_eval(models, latent, evals, cfg["k_tokens"])
     tokens = generate_latent(models, latent, evals, index, cfg["max_new_tokens"])
-    predictions = [answer_text(models, t) for t in tokens]
-    golds = [list(q.answers) for q in evals.questions]
-    aggregates = eval_aggregates(predictions, golds)  # repetition read from the answer as scored
-    rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p,
-             "em": a["em"], "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]),
-             "prefix_used": "latent"}
-            for i, (q, p, a, t) in enumerate(zip(evals.questions, predictions, aggregates.pop("per_example"),
-                                                 tokens))]
+    aggregates, rows = _scored(models, evals, tokens, "latent")
     write_text_atomic(out_dir / "eval_detailed.jsonl",
                       "".join(_json_line(r) for r in [*rows, *(text_rows or [])]))
     priors = prior_baselines(train_questions, evals.questions)
@@ -300,10 +293,18 @@ def _prior_first_acc(models: HeroModels, priors: dict, evals: QAData) -> None:
 def text_baseline(models: HeroModels, evals: QAData, cfg: Mapping[str, Any]) -> tuple[dict, list[dict]]:
     """The decoder reading the whole prompt as text (no prefix, no LoRA): aggregates and rows."""
     tokens = generate_text(models, evals, list(range(len(evals))), cfg["max_new_tokens"])
+    return _scored(models, evals, tokens, "text")
+
+
+def _scored(models: HeroModels, evals: QAData, tokens: Sequence[Sequence[int]], prefix_used: str
+            ) -> tuple[dict, list[dict]]:
+    """Greedy answer tokens -> the eval aggregates and one eval_detailed row per question."""
     predictions = [answer_text(models, t) for t in tokens]
+    # repetition is read from the answer as scored (cut at its first line break)
     aggregates = eval_aggregates(predictions, [list(q.answers) for q in evals.questions])
     rows = [{"id": q.id, "question": q.question, "gold": list(q.answers), "prediction": p, "em": a["em"],
-             "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]), "prefix_used": "text"}
+             "f1": a["f1"], "first_token_correct": bool(t[:1] == evals.answer_ids[i][:1]),
+             "prefix_used": prefix_used}
             for i, (q, p, a, t) in enumerate(zip(evals.questions, predictions, aggregates.pop("per_example"),
                                                  tokens))]
     return aggregates, rows
