@@ -36,8 +36,10 @@ hero: setup
 	$(PYTEST) -m smoke -n 0 experiments/test_hero_readiness.py
 	$(PYTEST) -m hero --scale hero $(if $(PROFILE),--profile $(PROFILE)) experiments
 
+# Every benchmark: ratios printed, figures merged into reports/bench/<date>.json.
+# QUICK=1: tiny sizes, seconds each (tests/test_bench_quick.py runs the same in `make test`).
 bench: setup
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/bench_*.py; do $(BIN)/python $$b $(if $(QUICK),--quick) || exit 1; done
 
 clean-cache:
 	rm -rf reports/cache

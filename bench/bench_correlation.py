@@ -1,19 +1,30 @@
 """Benchmark: sparse correlation norms (kernels/lane_b/correlation_norms.py) against a dense V x V build.
 
 Why: the dense C(n) is V^2 floats (19 GB at V = 49152) and its 2-norm is an O(V^3) SVD;
-the kernel touches only the <= P observed pairs. This script checks the two agree
-(rel 1e-6) where dense can run, prints the speed-up (target >= 50x at V = 8192,
-P = 2^20), then times the kernel alone at a real tokenizer's V = 49152 and P = 2^22
-(target <= 2 s per lag on 2 cores, memory O(P)).
+the kernel touches only the <= P observed pairs. Measured side by side, alternating,
+median of ``--repeats``:
 
-    python bench/bench_correlation.py            # full sizes (dense full SVD: minutes)
+* sparse_vs_dense_arpack: our norms of one lag against the fair dense peer, the V x V
+  matrix with ARPACK for the top singular value only (not a full SVD), same P pairs,
+  norms equal to rel 1e-6 (checked). Target >= 50x at V = 8192, P = 2^20.
+* sparse_vs_dense_full_svd: against the paper's way, a full dense SVD per lag (one run:
+  minutes at V = 8192).
+* seconds_per_lag at a real tokenizer's V = 49152, P = 2^22 (target <= 2 s on 2 cores) and
+  the traced peak memory as a multiple of the stream (O(P): a few x, never V^2).
+* hero_stats_projection: the whole hero-size statistics step of beta (P = 2^24 pairs, the
+  15 default lags, 8 noise shuffles, 200 block-bootstrap resamples) projected from two
+  measured slices (P/16 and P/8, 2 resamples): each part's time is fitted linear in P and
+  the resamples' in their count. Target <= 15 min on 2 cores. (gamma's bootstrap only
+  resamples per-window losses already computed: seconds; its model evaluation is the
+  entropy model's forward passes, timed by the trainer benchmark's tokens/s.)
+
+    python bench/bench_correlation.py            # full sizes (the dense full SVD takes minutes)
     python bench/bench_correlation.py --quick    # small sizes, seconds
 """
 
 from __future__ import annotations
 
-import argparse
-import resource
+import statistics
 import sys
 import time
 import tracemalloc
@@ -22,10 +33,12 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse.linalg import svds
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import alternating, arguments, figure, ratio, write_record  # noqa: E402
 from synthetic_text import text_like_stream  # noqa: E402 (bench/ is the script's folder)
+from expspec.kernels.config import defaults  # noqa: E402
+from expspec.kernels.lane_b.correlation import correlation_decay  # noqa: E402
 from expspec.kernels.lane_b.correlation_norms import SVD_TOLERANCE, correlation_norms  # noqa: E402
-
 
 
 def dense_norms(tokens, lag: int, vocab_size: int, n_pairs: int, full_svd: bool) -> tuple[float, float]:
@@ -43,57 +56,97 @@ def dense_norms(tokens, lag: int, vocab_size: int, n_pairs: int, full_svd: bool)
     return op, frob
 
 
-def compare_with_dense(vocab_size: int, n_pairs: int, lags: list[int], full_svd_lags: int) -> None:
+def compare_with_dense(vocab_size: int, n_pairs: int, lags: list[int], repeats: int) -> dict:
     tokens = text_like_stream(n_pairs + max(lags), vocab_size)
-    print(f"\n== sparse vs dense: V = {vocab_size}, P = 2^{int(np.log2(n_pairs))} ==")
+    print(f"\n== sparse vs dense: V = {vocab_size}, P = 2^{int(np.log2(n_pairs))}, lags {lags} ==", flush=True)
+    out = {}
+    for lag in lags:  # the same P pairs as the dense build: the first n_pairs left positions
+        sparse = correlation_norms(tokens[:n_pairs + lag], [lag], vocab_size)
+        op, frob = dense_norms(tokens, lag, vocab_size, sparse.n_pairs, full_svd=False)
+        rel = max(abs(sparse.op_norm[0] / op - 1), abs(sparse.frob_norm[0] / frob - 1))
+        assert rel < 1e-6, f"lag {lag}: sparse and dense norms differ by {rel:.1e}"
+        rates = alternating({
+            "sparse": lambda _r, lag=lag: correlation_norms(tokens[:n_pairs + lag], [lag], vocab_size) and None,
+            "dense_arpack": lambda _r, lag=lag: dense_norms(tokens, lag, vocab_size, n_pairs, False) and None,
+        }, repeats)
+        out[f"lag_{lag}"] = ratio(f"sparse_vs_dense_arpack_lag{lag}", 1 / rates["sparse"], 1 / rates["dense_arpack"],
+                                  "s", target_min=50.0, reference_name="dense ARPACK", higher_is_better=False)
+        out[f"lag_{lag}"]["max_rel_norm_diff"] = rel
+    ours = statistics.median(v["ours"] for v in out.values())
+    dense = statistics.median(v["reference"] for v in out.values())
+    out["sparse_vs_dense_arpack"] = ratio("sparse_vs_dense_arpack", ours, dense, "s/lag", target_min=50.0,
+                                          reference_name="dense ARPACK", higher_is_better=False)
     start = time.perf_counter()
-    sparse = correlation_norms(tokens, lags, vocab_size)
-    sparse_per_lag = (time.perf_counter() - start) / len(lags)
-    print(f"sparse kernel: {sparse_per_lag:.3f} s/lag")
-    for k, lag in enumerate(lags):
-        full = k < full_svd_lags
-        start = time.perf_counter()
-        op, frob = dense_norms(tokens, lag, vocab_size, sparse.n_pairs, full_svd=full)
-        dense_seconds = time.perf_counter() - start
-        rel_op = abs(sparse.op_norm[k] / op - 1)
-        rel_frob = abs(sparse.frob_norm[k] / frob - 1)
-        assert rel_op < 1e-6 and rel_frob < 1e-6, (lag, rel_op, rel_frob)
-        print(f"lag {lag:3d}: op {op:.6e} (rel diff {rel_op:.1e}), frob {frob:.6e} (rel diff "
-              f"{rel_frob:.1e}); dense {'full SVD' if full else 'ARPACK  '} {dense_seconds:7.2f} s "
-              f"-> speed-up {dense_seconds / sparse_per_lag:7.1f}x")
+    op, _ = dense_norms(tokens, lags[0], vocab_size, n_pairs, full_svd=True)
+    full = time.perf_counter() - start
+    sparse_op = correlation_norms(tokens[:n_pairs + lags[0]], [lags[0]], vocab_size).op_norm[0]
+    assert abs(sparse_op / op - 1) < 1e-6, f"lag {lags[0]}: sparse and full-SVD norms differ"
+    out["sparse_vs_dense_full_svd"] = ratio("sparse_vs_dense_full_svd", ours, full, "s/lag",
+                                            reference_name="dense full SVD (1 run)", higher_is_better=False)
+    return out
 
 
-def time_large(vocab_size: int, n_pairs: int, lags: list[int]) -> None:
+def time_large(vocab_size: int, n_pairs: int, lags: list[int]) -> dict:
     tokens = text_like_stream(n_pairs + max(lags), vocab_size)
-    dense_gb = vocab_size**2 * 8 / 1e9
-    print(f"\n== sparse only: V = {vocab_size}, P = 2^{int(np.log2(n_pairs))} ==")
-    print(f"(dense cannot run here: one V x V float64 matrix is {dense_gb:.1f} GB, C needs two, "
-          f"and its full SVD is O(V^3))")
-    stream_mb = tokens.nbytes / 1e6
+    print(f"\n== sparse only: V = {vocab_size}, P = 2^{int(np.log2(n_pairs))} (dense would need "
+          f"{2 * vocab_size**2 * 8 / 1e9:.0f} GB and an O(V^3) SVD) ==", flush=True)
+    seconds, peaks = [], []
     for lag in lags:
         start = time.perf_counter()
-        norms = correlation_norms(tokens, [lag], vocab_size)
-        seconds = time.perf_counter() - start
+        correlation_norms(tokens, [lag], vocab_size)
+        seconds.append(time.perf_counter() - start)
         tracemalloc.start()  # a second, traced run: tracing slows the first one down
         correlation_norms(tokens, [lag], vocab_size)
-        _, peak = tracemalloc.get_traced_memory()
+        peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-        print(f"lag {lag:3d}: {seconds:.2f} s  op {norms.op_norm[0]:.4e}  frob {norms.frob_norm[0]:.4e}  "
-              f"peak {peak / 1e6:.0f} MB traced ({peak / tokens.nbytes:.1f}x the {stream_mb:.0f} MB stream)")
-    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
-    print(f"process max RSS {max_rss_mb:.0f} MB (whole run, dense section included)")
+    per_lag = figure(f"seconds_per_lag_V{vocab_size}_P2^{int(np.log2(n_pairs))}", statistics.median(seconds), "s",
+                     target_max=2.0, note=f"lags {lags}: " + ", ".join(f"{s:.2f}" for s in seconds))
+    memory = figure("peak_memory_over_stream", max(peaks) / tokens.nbytes, "x",
+                    note=f"{max(peaks) / 1e6:.0f} MB traced for a {tokens.nbytes / 1e6:.0f} MB stream")
+    return {"seconds_per_lag": per_lag, "peak_memory_over_stream": memory}
+
+
+def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resamples: int, hero_resamples: int,
+                       lags: list[int], noise_shuffles: int) -> dict:
+    """Time beta's whole statistics step at two slices of P; project to the hero size."""
+    print(f"\n== hero statistics step: V = {vocab_size}, {len(lags)} lags, {noise_shuffles} noise shuffles, "
+          f"slices P = {', '.join(f'2^{int(np.log2(p))}' for p in slices)} ==", flush=True)
+    plain, boot = [], []
+    for n_pairs in slices:
+        tokens = text_like_stream(n_pairs + max(lags), vocab_size, seed=1)
+        start = time.perf_counter()
+        correlation_decay(tokens, lags, vocab_size, bootstrap=0, noise_shuffles=noise_shuffles)
+        plain.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        correlation_decay(tokens, lags, vocab_size, bootstrap=resamples, noise_shuffles=noise_shuffles)
+        boot.append((time.perf_counter() - start - plain[-1]) / resamples)
+        print(f"  P = 2^{int(np.log2(n_pairs))}: norms + noise {plain[-1]:.1f} s, {boot[-1]:.2f} s per resample",
+              flush=True)
+    fit_plain = np.polyfit(slices, plain, 1)
+    fit_boot = np.polyfit(slices, boot, 1)
+    projected = float(np.polyval(fit_plain, hero_pairs) + hero_resamples * np.polyval(fit_boot, hero_pairs))
+    return {"hero_stats_projection": figure(
+        f"hero_stats_projection_P2^{int(np.log2(hero_pairs))}_{hero_resamples}_resamples", projected / 60, "min",
+        target_max=15.0, note="beta: norms, noise floor and block bootstrap, linear in P from the two slices"),
+        "slices": {"pairs": slices, "norms_and_noise_s": plain, "seconds_per_resample": boot}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser = arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
+    lane_b = defaults()["lane_b"]
     if args.quick:
-        compare_with_dense(2048, 2**18, [1, 8, 64], full_svd_lags=1)
-        time_large(49152, 2**20, [1, 64])
+        args.repeats = 2
+        figures = compare_with_dense(2048, 2**18, [1, 64], args.repeats)
+        figures.update(time_large(49152, 2**20, [1, 64]))
+        figures.update(project_hero_stats(49152, 2**24, [2**15, 2**16], 2, 200, lane_b["lags"][:6],
+                                          lane_b["noise_shuffles"]))
     else:
-        compare_with_dense(8192, 2**20, [1, 8, 64], full_svd_lags=1)
-        time_large(49152, 2**22, [1, 8, 64, 192])
+        figures = compare_with_dense(8192, 2**20, [1, 8, 64], args.repeats)
+        figures.update(time_large(49152, 2**22, [1, 8, 64, 192]))
+        figures.update(project_hero_stats(49152, 2**24, [2**20, 2**21], 2, lane_b["bootstrap"], lane_b["lags"],
+                                          lane_b["noise_shuffles"]))
+    write_record(args, "correlation", figures)
 
 
 if __name__ == "__main__":

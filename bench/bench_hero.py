@@ -13,30 +13,28 @@ skipped), and one ratio measured side by side, alternating, median of ``--repeat
 Merges the figures into ``reports/bench/<date>.json`` under "hero".
 
     python bench/bench_hero.py             # smoke sizes (batch 8, M=4, K=3), 5 repeats of 4 steps
-    python bench/bench_hero.py --quick     # 2 repeats of 2 steps, 16 questions
+    python bench/bench_hero.py --quick     # 2 repeats of 2 steps: seconds
     python bench/bench_hero.py --profile fixtures/profiles/gpu.toml --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from expspec.kernels.atomic_io import write_json_atomic
-from expspec.kernels.config import resolve_scale
-from expspec.kernels.hero import losses
-from expspec.kernels.hero.model import answer_logits, build_latent, load_models, prepare, prefix_embeds, targets_for
-from expspec.kernels.hero.qa_data import load_questions
-from expspec.kernels.hero.stages import train_stage
-
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import alternating, arguments, figure, ratio, setup_threads, write_record  # noqa: E402
+from expspec.kernels.config import resolve_scale  # noqa: E402
+from expspec.kernels.hero import losses  # noqa: E402
+from expspec.kernels.hero.model import (  # noqa: E402
+    answer_logits, build_latent, load_models, prefix_embeds, prepare, targets_for)
+from expspec.kernels.hero.qa_data import load_questions  # noqa: E402
+from expspec.kernels.hero.stages import train_stage  # noqa: E402
 
 
 def stage_seconds(stage: str, models, cfg, train, evals, steps: int) -> float:
@@ -46,8 +44,10 @@ def stage_seconds(stage: str, models, cfg, train, evals, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         train_stage(stage, models, latent, train, evals, cfg, Path(tmp), seed=0)
         records = [json.loads(line) for line in (Path(tmp) / "diagnostics.jsonl").read_text().splitlines()]
-    times = [r["sec_per_step"] for r in records if r["mode"] == "train"][2:]
-    return statistics.median(times)
+    times = [r["sec_per_step"] for r in records if r["mode"] == "train"]
+    if len(times) <= 2:
+        raise SystemExit(f"stage {stage}: {len(times)} train records, need > 2 (first two are skipped)")
+    return statistics.median(times[2:])
 
 
 def step_pair(models, cfg, data, repeats: int, steps: int) -> dict:
@@ -77,51 +77,43 @@ def step_pair(models, cfg, data, repeats: int, steps: int) -> dict:
         opt.zero_grad()
 
     ours(0), plain(0)  # warm-up, not timed
-    times = {"ours": [], "plain": []}
-    for r in range(repeats):
-        for name, fn in (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours)):
-            start = time.perf_counter()
+
+    def run(fn):
+        def steps_done(_round):
             for i in range(steps):
                 fn(i)
-            times[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(v) for name, v in times.items()}
+            return steps
+        return steps_done
+
+    rates = alternating({"ours": run(ours), "plain": run(plain)}, repeats)
+    return {name: 1 / rate for name, rate in rates.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None, help="a profile TOML (default: the built-in smoke one)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out-dir", default=str(ROOT / "reports" / "bench"))
     args = parser.parse_args()
-    repeats = args.repeats or (2 if args.quick else 5)
+    if args.quick:
+        args.repeats = 2
     steps = 2 if args.quick else 4
+    threads = setup_threads(args)
     cfg = dict(resolve_scale("smoke", args.profile)["hero"])
-    n = 16 if args.quick else 64
+    n = max(64, (steps + 2) * cfg["batch_size"])  # enough training questions for every timed step
     train_q, eval_q = load_questions(cfg["qa_dataset"], n, 4, cfg["qa_seed"], cfg["qa_multi_token_share"],
                                      cfg["qa_max_facts"])
     models = load_models(cfg, args.device)
     train, evals = prepare(models, train_q), prepare(models, eval_q)
-    pair = step_pair(models, cfg, train, repeats, steps)
-    ratio = pair["plain"] / pair["ours"]
-    print(f"step_vs_plain_full_logits: {ratio:.2f}x (ours {pair['ours']:.3f} s/step, reference "
-          f"{pair['plain']:.3f} s/step) target >= 1.0")
-    per_stage = {stage: stage_seconds(stage, models, cfg, train, evals, steps + 2) for stage in ("A", "B")}
-    for stage, sec in per_stage.items():
-        print(f"hero stage {stage}: {sec:.3f} s/step (batch {cfg['batch_size']}, M={cfg['latent_len']}, "
-              f"K={cfg['k_tokens']}, {args.device}, {torch.get_num_threads()} threads)")
-    path = Path(args.out_dir) / f"{time.strftime('%Y-%m-%d')}.json"
-    record = json.loads(path.read_text()) if path.is_file() else {}
-    record["hero"] = {"ratios": {"step_vs_plain_full_logits": {"ratio": ratio, "ours_s_per_step": pair["ours"],
-                                                              "reference_s_per_step": pair["plain"],
-                                                              "target_min": 1.0}},
-                      "stage_s_per_step": per_stage, "quick": args.quick, "device": args.device,
-                      "profile": args.profile or "smoke", "threads": torch.get_num_threads(),
-                      "machine": platform.platform(), "repeats": repeats, "steps": steps,
-                      "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(path, record)
-    print(f"wrote {path}")
+    print(f"== hero steps: batch {cfg['batch_size']}, M={cfg['latent_len']}, K={cfg['k_tokens']}, {args.device}, "
+          f"{threads} threads, {args.repeats} repeats of {steps} steps ==", flush=True)
+    pair = step_pair(models, cfg, train, args.repeats, steps)
+    entry = ratio("step_vs_plain_full_logits", pair["ours"], pair["plain"], "s/step", target_min=1.0,
+                  reference_name="plain full logits", higher_is_better=False)
+    per_stage = {f"stage_{stage}": figure(f"hero_stage_{stage}_seconds_per_step",
+                                          stage_seconds(stage, models, cfg, train, evals, steps + 2), "s")
+                 for stage in ("A", "B")}
+    write_record(args, "hero", {"ratios": {"step_vs_plain_full_logits": entry}, "seconds_per_step": per_stage,
+                                "profile": args.profile or "smoke", "steps": steps}, device=args.device)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,50 @@
-"""Benchmark: trainer speed of the built-in GPTs (kernels/train/, kernels/models/gpt.py).
+"""Benchmark: the built-in trainer (kernels/train/loop.py) against a plain PyTorch loop.
 
-Why: Lane B ranks recipes by time-to-target, so the built-in model's tokens per second
-is part of every number it reports. This times whole optimizer steps of the real
-trainer (forward, backward, optimizer; evaluations excluded, first steps skipped as the
-trainer's medians do) for the default ``nanochat_gpt`` (Muon + AdamW) and the Llama
-``tiny_gpt`` (AdamW) at the same depth / aspect_ratio / head_dim, and the optimizer
-step alone (Muon's Newton-Schulz iterations are the part AdamW does not pay).
+Why: Lane B ranks recipes by time-to-target, so the trainer's tokens per second is part of
+every number it reports, and a trainer slower than the loop a user would write by hand
+would bias that. For each model - the default ``nanochat_gpt`` (Muon + AdamW), the Llama
+``tiny_gpt`` (AdamW) and, unless --no-hf, the HF option (SmolLM2-135M from the shipped
+wheel, AdamW) - ``train()`` runs ``--steps`` optimizer steps (evaluations off), then a
+plain loop runs the same steps on the same model, batch windows, data and optimizer
+(forward, cross-entropy, backward, step, zero_grad: nothing else). The two alternate,
+``--repeats`` times; tokens/s is the median over steps after the first two (the trainer's
+own rule) and over repeats:
 
-    python bench/bench_train.py            # the smoke shape: d=64, seq 128, 2048-token steps
-    python bench/bench_train.py --quick    # fewer steps, seconds
-    python bench/bench_train.py --depth 4 --aspect-ratio 64 --head-dim 64 --vocab 4096
+* trainer_vs_plain_loop_<model>: target >= 1.0 (the trainer's bookkeeping - logging,
+  non-finite checks, the LR schedule, timing syncs - costs nothing measurable).
+
+Also printed: the scaling-parameter count, the step time and the optimizer step alone
+(Muon's Newton-Schulz iterations are what AdamW does not pay), and on a GPU the MFU, the
+trainer's 6·N + 12·depth·d·seq FLOPs per token (N = the parameters in matmuls; the second
+term is attention's score and value products) over the bf16 dense peak.
+
+    python bench/bench_train.py                  # d=64 smoke shape, 2048-token steps, 5 repeats
+    python bench/bench_train.py --quick          # 4 steps, 2 repeats, no HF model: seconds
+    python bench/bench_train.py --device cuda --depth 12 --aspect-ratio 64 --head-dim 128 \\
+        --seq 2048 --batch-tokens 524288 --device-batch 32 --vocab 65536
 """
 
 from __future__ import annotations
 
-import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import arguments, figure, ratio, setup_threads, write_record  # noqa: E402
 from synthetic_text import text_like_stream  # noqa: E402 (bench/ is the script's folder)
 from expspec.kernels.config import defaults  # noqa: E402
 from expspec.kernels.models.params import scaling_params  # noqa: E402
+from expspec.kernels.train.bpb import token_windows  # noqa: E402
 from expspec.kernels.train.config import TrainConfig  # noqa: E402
-from expspec.kernels.train.loop import build_model, train  # noqa: E402
+from expspec.kernels.train.loop import batch_starts, build_model, flops_per_token, peak_flops, train  # noqa: E402
 from expspec.kernels.train.optim import build_optimizer  # noqa: E402
+from expspec.kernels.train.time_to_target import WARMUP_STEPS_EXCLUDED  # noqa: E402
 
-MODELS = ("nanochat_gpt", "tiny_gpt")
-
+HF_MODEL = "smollm2-135m-instruct"
 
 
 def optimizer_step_ms(cfg: TrainConfig, vocab_size: int, repeats: int) -> float:
@@ -49,10 +63,76 @@ def optimizer_step_ms(cfg: TrainConfig, vocab_size: int, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def plain_loop(cfg: TrainConfig, train_tokens: np.ndarray, vocab_size: int) -> list[float]:
+    """tokens/s of each step of the loop a user writes by hand, same windows as the trainer."""
+    import torch
+    import torch.nn.functional as F
+
+    device = torch.device(cfg.device)
+    model = build_model(cfg, vocab_size).to(device)
+    opt = build_optimizer(cfg, model)
+    opt.schedule(0, 1.0)
+    rows = cfg.device_batch_size
+    accum = cfg.total_batch_size // (rows * cfg.max_seq_len)
+    speeds = []
+    for step in range(cfg.num_iterations):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        starts = batch_starts(len(train_tokens), cfg.max_seq_len, accum * rows, cfg.seed, step)
+        for micro in range(accum):
+            x, y = token_windows(train_tokens, starts[micro * rows:(micro + 1) * rows], cfg.max_seq_len, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(input_ids=x).logits
+            (F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / accum).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        speeds.append(cfg.total_batch_size / (time.perf_counter() - t0))
+    return speeds
+
+
+def compare(model: str, args, stream: np.ndarray, vocab: int) -> dict:
+    token_bytes = np.ones(vocab, dtype=np.int32)
+    split = int(len(stream) * 0.9)
+    cfg = TrainConfig.from_lane_b(
+        defaults()["lane_b"], seed=0, model=model, depth=args.depth, aspect_ratio=args.aspect_ratio,
+        head_dim=args.head_dim, max_seq_len=args.seq, device_batch_size=args.device_batch,
+        total_batch_size=args.batch_tokens, num_iterations=args.steps, eval_every=0,
+        eval_tokens=args.seq * 4 + 1, device=args.device)
+    model_ = build_model(cfg, vocab)
+    n = scaling_params(model_)
+    flops = flops_per_token(cfg, model_, n["total"])
+    del model_
+    ours, plain, dts = [], [], []
+    for r in range(args.repeats):
+        order = ("ours", "plain") if r % 2 == 0 else ("plain", "ours")
+        for name in order:
+            if name == "ours":
+                result = train(cfg, stream[:split], stream[split:], token_bytes, log=lambda _line: None, label=model)
+                ours.append(result.tok_per_sec_median)
+                dts.append(result.dt_median_ms)
+            else:
+                plain.append(statistics.median(plain_loop(cfg, stream[:split], vocab)[WARMUP_STEPS_EXCLUDED:]))
+    opt_ms = optimizer_step_ms(cfg, vocab, repeats=3 if args.quick else 20)
+    print(f"  {model}: scaling params {n['total']:,} (all {n['all_params']:,}), step {statistics.median(dts):.1f} ms, "
+          f"optimizer alone {opt_ms:.1f} ms", flush=True)
+    entry = ratio(f"trainer_vs_plain_loop_{model}", statistics.median(ours), statistics.median(plain), "tok/s",
+                  target_min=1.0, reference_name="plain loop")
+    entry.update(scaling_params=n["total"], all_params=n["all_params"], step_ms=statistics.median(dts),
+                 optimizer_step_ms=opt_ms)
+    if args.device.startswith("cuda"):
+        import torch
+
+        mfu = 100 * statistics.median(ours) * flops / peak_flops(torch.device(args.device))
+        entry["mfu_percent"] = figure(f"mfu_{model}", mfu, "%", note=f"{flops:.3g} FLOPs/token")["value"]
+    return entry
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (seconds)")
-    parser.add_argument("--steps", type=int, default=60)
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--aspect-ratio", type=int, default=32)
     parser.add_argument("--head-dim", type=int, default=32)
@@ -60,33 +140,31 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=2048)
     parser.add_argument("--device-batch", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-hf", action="store_true", help=f"skip the HF option ({HF_MODEL})")
     args = parser.parse_args()
-    import torch
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    steps = 15 if args.quick else args.steps
+    if args.quick:
+        args.steps, args.repeats, args.no_hf = WARMUP_STEPS_EXCLUDED + 2, 2, True
+    threads = setup_threads(args)
+    print(f"== trainer vs plain loop on {args.device}, {threads} threads: depth {args.depth}, aspect "
+          f"{args.aspect_ratio}, head_dim {args.head_dim}, V {args.vocab}, seq {args.seq}, "
+          f"{args.batch_tokens} tokens/step, {args.steps} steps, {args.repeats} repeats ==", flush=True)
     stream = text_like_stream(400_000, args.vocab)
-    token_bytes = np.ones(args.vocab, dtype=np.int32)
-    print(f"== trainer steps: depth {args.depth}, aspect {args.aspect_ratio}, head_dim {args.head_dim}, "
-          f"V {args.vocab}, seq {args.seq}, {args.batch_tokens} tokens/step, {steps} steps, "
-          f"{torch.get_num_threads()} threads ==")
-    speed = {}
-    for model in MODELS:
-        cfg = TrainConfig.from_lane_b(
-            defaults()["lane_b"], seed=0, model=model, depth=args.depth, aspect_ratio=args.aspect_ratio,
-            head_dim=args.head_dim, max_seq_len=args.seq, device_batch_size=args.device_batch,
-            total_batch_size=args.batch_tokens, num_iterations=steps, eval_every=0,
-            eval_tokens=args.seq * 4 + 1, device="cpu")
-        n = scaling_params(build_model(cfg, args.vocab))
-        result = train(cfg, stream[:360_000], stream[360_000:], token_bytes, log=lambda _line: None, label=model)
-        opt_ms = optimizer_step_ms(cfg, args.vocab, repeats=5 if args.quick else 20)
-        speed[model] = result.tok_per_sec_median
-        print(f"{model:13s} scaling params {n['total']:>11,} (all {n['all_params']:>11,})  "
-              f"{result.tok_per_sec_median:>9,.0f} tok/s  step {result.dt_median_ms:7.1f} ms  "
-              f"optimizer alone {opt_ms:6.1f} ms")
-    print(f"nanochat_gpt / tiny_gpt tok/s: {speed['nanochat_gpt'] / speed['tiny_gpt']:.2f}x")
+    ratios = {model: compare(model, args, stream, args.vocab) for model in ("nanochat_gpt", "tiny_gpt")}
+    if not args.no_hf:
+        from transformers import AutoTokenizer
+
+        from expspec.kernels.models.pretrained import resolve_model_path
+
+        hf_vocab = len(AutoTokenizer.from_pretrained(resolve_model_path(HF_MODEL)))
+        hf_args = type(args)(**{**vars(args), "seq": min(args.seq, 128), "device_batch": 4,
+                                "batch_tokens": 4 * min(args.seq, 128), "steps": max(args.steps // 2, 4)})
+        ratios[HF_MODEL] = compare(HF_MODEL, hf_args, text_like_stream(200_000, hf_vocab), hf_vocab)
+    write_record(args, "trainer", {"ratios": {f"trainer_vs_plain_loop_{k}": v for k, v in ratios.items()},
+                                   "shape": {k: getattr(args, k) for k in ("depth", "aspect_ratio", "head_dim", "seq",
+                                                                          "batch_tokens", "device_batch", "vocab",
+                                                                          "steps")}},
+                 device=args.device)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Every artifact the suite writes (JSON records, reports, CSV tables) goes through
 ``write_text_atomic`` (temp file in the same folder, fsync, ``os.replace``), so a kill
-mid-write leaves the previous version intact. ``read_json`` turns a missing or
-malformed file into one ``ExpspecError`` line naming it.
+mid-write leaves the previous version intact. ``read_json`` and ``jsonl_objects`` turn a
+missing or malformed file into one ``ExpspecError`` line naming it (and the line).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,14 +36,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temp file in the same folder + rename: readers see old or new, never half."""
+def _write_atomic(path: str | Path, payload: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    binary = isinstance(payload, bytes)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -51,6 +52,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write via a temp file in the same folder + rename: readers see old or new, never half."""
+    return _write_atomic(path, text)
+
+
+def write_pickle_atomic(path: str | Path, obj: Any) -> Path:
+    """Pickle ``obj`` the same way: a fitted model file is either the old one or the new one."""
+    return _write_atomic(path, pickle.dumps(obj))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
@@ -65,3 +76,27 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ExpspecError(f"{what} {path}: not valid JSON ({exc})") from None
+
+
+def jsonl_objects(path: str | Path, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a JSONL file; one error line naming
+    the file and line for a missing file, bad UTF-8, bad JSON or a line that is not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExpspecError(f"{what} {path}: file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ExpspecError(f"{what} {path}: not UTF-8 text") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ExpspecError(f"{what} {path} line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ExpspecError(f"{what} {path} line {number}: expected a JSON object, got {type(row).__name__}")
+        out.append((number, row))
+    return out

@@ -21,6 +21,8 @@ import argparse
 import importlib
 import json
 import sys
+import time
+from pathlib import Path
 
 from expspec.kernels.config import SCALES, registry, resolve_scale
 from expspec.kernels.errors import ExpspecError
@@ -96,6 +98,85 @@ def cmd_train(args) -> int:
                    "--threads", str(args.threads)])
 
 
+def _when(text: str, flag: str) -> float:
+    """An epoch time from ``2026-11-20`` (UTC midnight), an ISO date-time, or an age ``7d`` / ``12h``."""
+    import re
+    from datetime import datetime, timezone
+
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", text.strip()):
+        return time.time() - float(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ExpspecError(f"{flag}: expected a date (2026-11-20), a date-time or an age (7d, 12h), "
+                           f"got {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def cmd_cache_info(args) -> int:
+    from collections import defaultdict
+
+    from expspec.kernels.run_cache import cache_entries, orphan_work_dirs
+
+    root = Path(args.reports_dir) / "cache"
+    entries = cache_entries(root)
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for e in entries:
+        groups[(e.family, e.step)].append(e)
+    print(f"{'family':10s} {'step':24s} {'entries':>7s} {'size':>10s}  last used (UTC)")
+    for (family, step), group in sorted(groups.items()):
+        last = max(e.last_used for e in group)
+        print(f"{family:10s} {step:24s} {len(group):7d} {_size(sum(e.bytes for e in group)):>10s}  "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(last))}")
+    orphans = orphan_work_dirs(root)
+    print(f"total: {len(entries)} entries, {_size(sum(e.bytes for e in entries))} in {root}"
+          + (f"; {len(orphans)} dead work dir(s) (prune removes them)" if orphans else ""))
+    return 0
+
+
+def cmd_cache_prune(args) -> int:
+    from expspec.kernels.run_cache import prune_cache
+
+    before = _when(args.older_than, "--older-than") if args.older_than else None
+    unused = _when(args.unused_since, "--unused-since") if args.unused_since else None
+    root = Path(args.reports_dir) / "cache"
+    if not root.is_dir():
+        raise ExpspecError(f"run cache {root}: no such directory")
+    removed, orphans = prune_cache(root, created_before=before, unused_since=unused, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for e in removed:
+        print(f"{verb} {e.key} ({_size(e.bytes)}, last used "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(e.last_used))})")
+    print(f"{verb} {len(removed)} entries ({_size(sum(e.bytes for e in removed))}) and "
+          f"{len(orphans)} dead work dir(s) from {root}")
+    return 0
+
+
+def _add_cache_commands(sub) -> None:
+    p = sub.add_parser("cache", help="the run cache: its size; prune old or unused entries")
+    cache = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    q = cache.add_parser("info", help="entries and bytes per family and step")
+    q.add_argument("--reports-dir", default="reports")
+    q.set_defaults(func=cmd_cache_info)
+    q = cache.add_parser("prune", help="remove entries created before a date or not used since one",
+                         description="An entry is used when a session or a command reads or computes it, so "
+                                     "after a run of the current config, --unused-since <its start> removes "
+                                     "every entry that config no longer uses. Entries locked by a running "
+                                     "process are left alone; dead computations' work dirs are removed.")
+    q.add_argument("--reports-dir", default="reports")
+    q.add_argument("--older-than", metavar="WHEN", help="created before WHEN: 2026-11-20, a date-time, or 7d / 12h ago")
+    q.add_argument("--unused-since", metavar="WHEN", help="not read or computed since WHEN (same forms)")
+    q.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    q.set_defaults(func=cmd_cache_prune)
+
+
 def _family_hook(spec: str):
     module, _, function = spec.partition(":")
     return getattr(importlib.import_module(module), function)
@@ -120,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's choice)")
     p.set_defaults(func=cmd_train)
+    _add_cache_commands(sub)
     for family in registry().values():
         if family.cli:
             try:

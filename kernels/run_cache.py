@@ -181,8 +181,10 @@ class RunCache:
         with FileLock(str(entry) + ".lock"):
             ok, result = self._read_valid(entry, valid)
             if ok:
+                mark_used(entry)
                 return CacheEntry(key, entry, result, computed=False)
             work = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+            os.chmod(work, 0o755)  # mkdtemp makes 0700; a team's shared cache must be readable
             try:
                 started = time.time()
                 with stage(f"{family} {step}"):
@@ -197,7 +199,106 @@ class RunCache:
                 if entry.exists():
                     shutil.rmtree(entry)
                 os.replace(work, entry)
+                mark_used(entry)
             finally:
                 if work.exists():
                     shutil.rmtree(work, ignore_errors=True)
             return CacheEntry(key, entry, read_json(entry / "result.json"), computed=True)
+
+
+# --- size and pruning (``expspec cache info|prune``) ---------------------------------------
+
+USED_MARK = "used"  # an empty file whose mtime is the entry's last use (hit or computation)
+
+
+def mark_used(entry: Path) -> None:
+    try:
+        (entry / USED_MARK).touch()
+    except OSError:  # a read-only shared cache still serves its entries
+        pass
+
+
+@dataclass
+class EntryInfo:
+    key: str
+    path: Path
+    family: str
+    step: str
+    bytes: int
+    created: float  # epoch seconds (result.json's mtime)
+    last_used: float  # epoch seconds (the ``used`` mark, else created)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def cache_entries(root: str | Path) -> list[EntryInfo]:
+    """Every complete entry under ``root``, oldest first (a folder without result.json is not one)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ExpspecError(f"run cache {root}: not a directory")
+    out = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        result = entry / "result.json"
+        if entry.name.startswith(".") or not result.is_file():
+            continue
+        try:
+            meta = read_json(entry / "meta.json", "cache entry meta")
+        except ExpspecError:
+            meta = {}
+        family, _, rest = entry.name.partition("-")
+        used = entry / USED_MARK
+        created = result.stat().st_mtime
+        out.append(EntryInfo(entry.name, entry, meta.get("family", family), meta.get("step", rest.rpartition("-")[0]),
+                             _tree_bytes(entry), created, used.stat().st_mtime if used.is_file() else created))
+    return sorted(out, key=lambda e: e.created)
+
+
+def orphan_work_dirs(root: str | Path) -> list[Path]:
+    """Private work dirs of computations that died (SIGKILL): their key's lock is free."""
+    root = Path(root)
+    orphans = []
+    for work in sorted(root.glob(".*-*.*")) if root.is_dir() else []:
+        key = work.name[1:].rsplit(".", 1)[0]
+        if not work.is_dir():
+            continue
+        lock = FileLock(str(root / key) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except TimeoutError:
+            continue  # being computed right now
+        lock.release()
+        orphans.append(work)
+    return orphans
+
+
+def prune_cache(root: str | Path, *, created_before: float | None = None, unused_since: float | None = None,
+                dry_run: bool = False) -> tuple[list[EntryInfo], list[Path]]:
+    """Remove entries created before ``created_before`` or not used since ``unused_since``
+    (epoch seconds), and dead computations' work dirs. An entry whose lock another process
+    holds is left alone. Returns (entries removed, work dirs removed)."""
+    if created_before is None and unused_since is None:
+        raise ExpspecError("cache prune: say what to remove (--older-than and/or --unused-since)")
+    removed = []
+    for info in cache_entries(root):
+        old = created_before is not None and info.created < created_before
+        unused = unused_since is not None and info.last_used < unused_since
+        if not (old or unused):
+            continue
+        if not dry_run:
+            lock = FileLock(str(info.path) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except TimeoutError:
+                continue  # in use right now
+            try:
+                shutil.rmtree(info.path)
+            finally:
+                lock.release()
+        removed.append(info)
+    orphans = orphan_work_dirs(root)
+    if not dry_run:
+        for work in orphans:
+            shutil.rmtree(work, ignore_errors=True)
+    return removed, orphans

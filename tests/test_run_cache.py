@@ -1,6 +1,7 @@
 """The run cache computes once, atomically, even with two processes racing on a key."""
 
 import json
+import os
 import multiprocessing as mp
 import sys
 import time
@@ -164,3 +165,53 @@ def test_truncated_entry_is_recomputed(tmp_path):
     (entry.path / "result.json").write_text('{"v": ')  # a torn write from outside
     again = cache.get_or_compute("f", "s", {}, lambda work: {"v": 1})
     assert again.computed and again.result == {"v": 1}
+
+
+def _entry(cache: RunCache, name: str):
+    return cache.get_or_compute("fam", name, {}, lambda work: (work / "blob").write_bytes(b"x" * 1000) and {"n": name})
+
+
+def _age(entry: Path, seconds: float, *, used: bool) -> None:
+    """Pretend the entry was made (and, if ``used``, last used) ``seconds`` ago."""
+    then = time.time() - seconds
+    for f in [entry / "result.json"] + ([entry / "used"] if used else []):
+        os.utime(f, (then, then))
+
+
+def test_cache_info_and_prune(tmp_path, capsys):
+    from filelock import FileLock
+
+    from expspec.kernels.cli import main
+    from expspec.kernels.run_cache import cache_entries
+
+    cache = RunCache(tmp_path / "reports" / "cache")
+    old, stale, fresh, locked = (_entry(cache, n) for n in ("old", "stale", "fresh", "locked"))
+    _age(old.path, 10 * 86400, used=True)
+    _age(stale.path, 3 * 86400, used=True)
+    _age(locked.path, 10 * 86400, used=True)
+    _age(fresh.path, 10 * 86400, used=False)
+    _entry(cache, "fresh")  # a hit marks the entry used now
+    dead = cache.root / ".fam-dead-0123456789abcdef.abc123"  # a SIGKILLed computation's work dir
+    dead.mkdir()
+    reports = str(tmp_path / "reports")
+    assert main(["cache", "info", "--reports-dir", reports]) == 0
+    out = capsys.readouterr().out
+    assert "total: 4 entries" in out and "1 dead work dir" in out
+    assert sum(e.bytes for e in cache_entries(cache.root)) >= 4000
+
+    before = sorted(p.name for p in cache.root.iterdir())
+    assert main(["cache", "prune", "--reports-dir", reports, "--older-than", "yesterday"]) == 2
+    assert main(["cache", "prune", "--reports-dir", reports]) == 2  # nothing said: nothing removed
+    assert main(["cache", "prune", "--reports-dir", reports, "--unused-since", "2d", "--dry-run"]) == 0
+    assert sorted(p.name for p in cache.root.iterdir()) == before
+
+    with FileLock(str(locked.path) + ".lock"):  # in use by another process: left alone
+        assert main(["cache", "prune", "--reports-dir", reports, "--unused-since", "2d"]) == 0
+    left = {e.step for e in cache_entries(cache.root)}
+    assert left == {"fresh", "locked"}  # old and stale went; fresh was used by the hit
+    assert not dead.exists()
+    assert main(["cache", "prune", "--reports-dir", reports, "--older-than", "2026-01-01"]) == 0
+    assert {e.step for e in cache_entries(cache.root)} == {"fresh", "locked"}  # both made after that date
+    assert main(["cache", "prune", "--reports-dir", reports, "--unused-since", "2d"]) == 0
+    assert {e.step for e in cache_entries(cache.root)} == {"fresh"}
+    assert _entry(cache, "old").computed  # a pruned entry is simply recomputed

@@ -300,6 +300,18 @@ def test_resume_reaches_the_uninterrupted_numbers(tmp_path):
         train(tiny_cfg(resume_from=str(mid), learning_rate=5e-3), TRAIN, VAL, TOKEN_BYTES, log=quiet)
 
 
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    full = train(tiny_cfg(checkpoint_every=2, keep_checkpoints=1), TRAIN, VAL, TOKEN_BYTES, log=quiet,
+                 out_dir=tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint*.pt")) == ["checkpoint.pt",
+                                                                             "checkpoint_00006.pt"]
+    resumed = train(tiny_cfg(resume_from=str(tmp_path / "a" / "checkpoint_00006.pt")), TRAIN, VAL, TOKEN_BYTES,
+                    log=quiet, out_dir=tmp_path / "b")
+    assert resumed.train_losses == full.train_losses and resumed.evals == full.evals
+    with pytest.raises(ExpspecError, match="keep_checkpoints"):
+        tiny_cfg(keep_checkpoints=0)
+
+
 def test_non_finite_loss_stops_the_run_without_raising(tmp_path):
     # the Llama with AdamW at lr 1e30 overflows at once; nanochat's GPT (norms everywhere,
     # soft-capped logits, orthogonalised updates) stays finite even at absurd LRs

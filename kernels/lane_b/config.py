@@ -66,6 +66,7 @@ KNOBS: dict[str, Any] = {
     "model": "nanochat_gpt",
     "device": "cpu",  # the pytest fixtures pass the worker's device instead
     "checkpoint_every": 0,  # 0 = checkpoint only at the end
+    "keep_checkpoints": 2,  # mid-run checkpoints kept per run (older ones are deleted: disk at hero size)
     "resume_from": "",  # a checkpoint.pt to continue from
     "backend": "builtin",  # builtin | nanochat
     # builtin runs under torchrun (DDP) on this machine when > 1; 1 = one plain process

@@ -85,7 +85,7 @@ class LaneB:
         from expspec.kernels.run_cache import code_fingerprint
 
         recipe = _train_config(self, seed=0).to_dict()
-        for varies in ("seed", "device", "resume_from", "checkpoint_every", "num_iterations",
+        for varies in ("seed", "device", "resume_from", "checkpoint_every", "keep_checkpoints", "num_iterations",
                        "target_param_data_ratio", "target_threshold"):
             recipe.pop(varies)
         recipe.update({k: self.lane_b[k] for k in ("dataset_id", "train_tokenizer", "backend", "nanochat_command")})

@@ -30,15 +30,12 @@ the pytest fixture both run; the plot is drawn from its metrics.json (plots.py).
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from expspec.kernels.atomic_io import jsonable, write_json_atomic, write_text_atomic
+from expspec.kernels.atomic_io import jsonable, write_json_atomic, write_pickle_atomic, write_text_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.provenance import file_fingerprint, git_commit
 from expspec.kernels.tempnorm.records import read_experiment_data
@@ -149,18 +146,6 @@ def split_records(records: Sequence[Mapping], test_fraction: float, seed: int) -
     groups = context_groups(records)
     train, _ = grouped_split(groups, test_fraction, seed)
     return np.unique(train)
-
-
-def write_pickle_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_predictors(records: Sequence[Mapping], eval_lengths: Sequence[int], out_dir: str | Path, *,

@@ -13,7 +13,7 @@ from expspec.kernels.errors import ExpspecError
 from expspec.kernels.train.config import TrainConfig
 
 # Fields a resumed run may change; any other difference from the checkpoint is refused.
-RESUME_MAY_CHANGE = {"resume_from", "checkpoint_every", "device", "device_batch_size",
+RESUME_MAY_CHANGE = {"resume_from", "checkpoint_every", "keep_checkpoints", "device", "device_batch_size",
                      "eval_every", "target_threshold"}
 CHECKPOINT_FORMAT = "expspec-train-2"  # 2: optimizer state is {name: state} (Muon + AdamW)
 

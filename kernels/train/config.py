@@ -40,6 +40,7 @@ class TrainConfig:
     target_metric: str
     target_threshold: float  # nan = no target
     checkpoint_every: int  # 0 = only at the end
+    keep_checkpoints: int  # mid-run checkpoint_<step>.pt files kept (the newest); the final checkpoint.pt always
     resume_from: str  # "" or a checkpoint.pt path
     model: str  # "nanochat_gpt", "tiny_gpt" (models/gpt.py) or an HF id / local dir (models/pretrained.py)
 
@@ -98,6 +99,7 @@ class TrainConfig:
         need(self.warmup_ratio + self.warmdown_ratio <= 1.0, "warmdown_ratio", "<= 1 - warmup_ratio")
         need(self.target_metric == "val_bpb", "target_metric", "'val_bpb'")
         need(self.checkpoint_every >= 0, "checkpoint_every", ">= 0")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1")
         need(self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "cpu, cuda, cuda:N or mps")
         need(self.total_batch_size % (self.device_batch_size * self.max_seq_len) == 0, "total_batch_size",
              f"a multiple of device_batch_size x max_seq_len = {self.device_batch_size * self.max_seq_len}")

@@ -55,6 +55,22 @@ def batch_starts(n_tokens: int, seq_len: int, n_rows: int, seed: int, step: int)
     return np.random.default_rng([seed, step]).integers(0, n_tokens - seq_len, size=n_rows)
 
 
+def flops_per_token(cfg: TrainConfig, model, matmul_params: int) -> float:
+    """Training FLOPs per token, nanochat's count: 6 per matmul parameter (forward 2,
+    backward 4) plus attention's scores and values, 12 · layers · d · seq."""
+    layers = getattr(model.config, "num_hidden_layers", cfg.depth)
+    return 6 * matmul_params + 12 * layers * model.config.hidden_size * cfg.max_seq_len
+
+
+def peak_flops(device) -> float:
+    """bf16 dense peak of a known GPU; inf elsewhere (MFU prints 0 on a CPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return math.inf
+    return next((v for k, v in PEAK_FLOPS.items() if k in torch.cuda.get_device_name(device)), math.inf)
+
+
 def build_model(cfg: TrainConfig, vocab_size: int):
     """The built-in nanochat GPT or Llama (random init, seeded), or a pretrained HF model."""
     import torch
@@ -194,9 +210,7 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
         train_tokens=train_tokens, val_tokens=val_tokens,
         token_bytes=torch.as_tensor(np.asarray(token_bytes), dtype=torch.int64, device=device),
         autocast=(lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext,
-        flops_per_token=6 * groups["total"] + 12 * cfg.depth * model.config.hidden_size * cfg.max_seq_len,
-        peak_flops=next((v for k, v in PEAK_FLOPS.items() if cuda and k in torch.cuda.get_device_name(device)),
-                        math.inf),
+        flops_per_token=flops_per_token(cfg, model, groups["total"]), peak_flops=peak_flops(device),
         log=log, out_dir=Path(out_dir) if out_dir is not None else None)
     if tr.master and tr.out_dir is not None:
         tr.out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +264,8 @@ def eval_and_checkpoint(tr: Trainer, state: TrainState, start_step: int) -> None
     if (tr.master and tr.out_dir is not None and cfg.checkpoint_every > 0 and 0 < step < tr.horizon
             and step != start_step and step % cfg.checkpoint_every == 0):
         save_checkpoint(tr, state, tr.out_dir / f"checkpoint_{step:05d}.pt")
+        for old in sorted(tr.out_dir.glob("checkpoint_[0-9]*.pt"))[:-cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)  # the newest keep_checkpoints stay: disk stays bounded
 
 
 def train_step(tr: Trainer, state: TrainState) -> bool:
