@@ -13,10 +13,11 @@ median of ``--repeats``:
   the traced peak memory as a multiple of the stream (O(P): a few x, never V^2).
 * hero_stats_projection: the whole hero-size statistics step of beta (P = 2^24 pairs, the
   15 default lags, 8 noise shuffles, 200 block-bootstrap resamples) projected from two
-  measured slices (P/16 and P/8, 2 resamples): each part's time is fitted linear in P and
-  the resamples' in their count. Target <= 15 min on 2 cores. (gamma's bootstrap only
-  resamples per-window losses already computed: seconds; its model evaluation is the
-  entropy model's forward passes, timed by the trainer benchmark's tokens/s.)
+  measured slices (P/16 and P/8; 0, 4 and 12 resamples, which separates the bootstrap's
+  per-lag set-up from its cost per resample), each part fitted linear in P. Target <= 15
+  min on 2 cores. (gamma's bootstrap only resamples per-window losses already computed:
+  seconds; its model evaluation is the entropy model's forward passes, timed by the
+  trainer benchmark's tokens/s.)
 
     python bench/bench_correlation.py            # full sizes (the dense full SVD takes minutes)
     python bench/bench_correlation.py --quick    # small sizes, seconds
@@ -106,29 +107,40 @@ def time_large(vocab_size: int, n_pairs: int, lags: list[int]) -> dict:
     return {"seconds_per_lag": per_lag, "peak_memory_over_stream": memory}
 
 
-def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resamples: int, hero_resamples: int,
-                       lags: list[int], noise_shuffles: int) -> dict:
-    """Time beta's whole statistics step at two slices of P; project to the hero size."""
+def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resamples: tuple[int, int],
+                       hero_resamples: int, lags: list[int], noise_shuffles: int) -> dict:
+    """Time beta's whole statistics step at two slices of P; project to the hero size.
+
+    At each slice: norms + noise floor (no bootstrap), then the bootstrap at two resample
+    counts, which separates its per-lag set-up (block tables) from the cost per resample.
+    Each part is fitted linear in P; the projection is set-up + norms + hero_resamples x
+    the per-resample cost, all at the hero P.
+    """
     print(f"\n== hero statistics step: V = {vocab_size}, {len(lags)} lags, {noise_shuffles} noise shuffles, "
-          f"slices P = {', '.join(f'2^{int(np.log2(p))}' for p in slices)} ==", flush=True)
-    plain, boot = [], []
+          f"slices P = {', '.join(f'2^{int(np.log2(p))}' for p in slices)}, {resamples} resamples ==", flush=True)
+    plain, setup, per = [], [], []
     for n_pairs in slices:
         tokens = text_like_stream(n_pairs + max(lags), vocab_size, seed=1)
-        start = time.perf_counter()
-        correlation_decay(tokens, lags, vocab_size, bootstrap=0, noise_shuffles=noise_shuffles)
-        plain.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        correlation_decay(tokens, lags, vocab_size, bootstrap=resamples, noise_shuffles=noise_shuffles)
-        boot.append((time.perf_counter() - start - plain[-1]) / resamples)
-        print(f"  P = 2^{int(np.log2(n_pairs))}: norms + noise {plain[-1]:.1f} s, {boot[-1]:.2f} s per resample",
-              flush=True)
-    fit_plain = np.polyfit(slices, plain, 1)
-    fit_boot = np.polyfit(slices, boot, 1)
-    projected = float(np.polyval(fit_plain, hero_pairs) + hero_resamples * np.polyval(fit_boot, hero_pairs))
+        times = []
+        for r in (0, *resamples):
+            start = time.perf_counter()
+            correlation_decay(tokens, lags, vocab_size, bootstrap=r, noise_shuffles=noise_shuffles)
+            times.append(time.perf_counter() - start)
+        plain.append(times[0])
+        per.append(max(times[2] - times[1], 0.0) / (resamples[1] - resamples[0]))
+        setup.append(max(times[1] - times[0] - resamples[0] * per[-1], 0.0))
+        print(f"  P = 2^{int(np.log2(n_pairs))}: norms + noise {plain[-1]:.1f} s, bootstrap set-up {setup[-1]:.1f} s, "
+              f"{per[-1]:.2f} s per resample", flush=True)
+
+    def at_hero(values):
+        return max(float(np.polyval(np.polyfit(slices, values, 1), hero_pairs)), 0.0)
+
+    projected = at_hero(plain) + at_hero(setup) + hero_resamples * at_hero(per)
     return {"hero_stats_projection": figure(
         f"hero_stats_projection_P2^{int(np.log2(hero_pairs))}_{hero_resamples}_resamples", projected / 60, "min",
-        target_max=15.0, note="beta: norms, noise floor and block bootstrap, linear in P from the two slices"),
-        "slices": {"pairs": slices, "norms_and_noise_s": plain, "seconds_per_resample": boot}}
+        target_max=15.0, note="beta: norms, noise floor and block bootstrap, each part linear in P"),
+        "slices": {"pairs": slices, "norms_and_noise_s": plain, "bootstrap_setup_s": setup,
+                   "seconds_per_resample": per}}
 
 
 def main() -> None:
@@ -139,13 +151,13 @@ def main() -> None:
         args.repeats = 2
         figures = compare_with_dense(2048, 2**18, [1, 64], args.repeats)
         figures.update(time_large(49152, 2**20, [1, 64]))
-        figures.update(project_hero_stats(49152, 2**24, [2**15, 2**16], 2, 200, lane_b["lags"][:6],
+        figures.update(project_hero_stats(49152, 2**24, [2**15, 2**16], (2, 4), 200, lane_b["lags"][:6],
                                           lane_b["noise_shuffles"]))
     else:
         figures = compare_with_dense(8192, 2**20, [1, 8, 64], args.repeats)
         figures.update(time_large(49152, 2**22, [1, 8, 64, 192]))
-        figures.update(project_hero_stats(49152, 2**24, [2**20, 2**21], 2, lane_b["bootstrap"], lane_b["lags"],
-                                          lane_b["noise_shuffles"]))
+        figures.update(project_hero_stats(49152, 2**24, [2**20, 2**21], (4, 12), lane_b["bootstrap"],
+                                          lane_b["lags"], lane_b["noise_shuffles"]))
     write_record(args, "correlation", figures)
 
 
