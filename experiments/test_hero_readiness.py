@@ -48,7 +48,8 @@ def test_first_token_learning(scale, hero_ladder, hero_config, criterion):
     _record_common(hero_ladder, criterion)
     criterion.plot(hero_ladder.plots["first_acc"])
     criterion.record("peak step", peak["global_step"])
-    criterion.check(float(peak["first_acc"]), ">=", hero_config["min_peak_first_acc"], "peak eval first_acc")
+    criterion.check(float(peak["first_acc"]), ">=", hero_config["min_peak_first_acc"], "peak eval first_acc",
+                    tolerance=0.02)
 
 
 def test_first_token_stability(scale, hero_ladder, hero_config, criterion):
@@ -57,7 +58,7 @@ def test_first_token_stability(scale, hero_ladder, hero_config, criterion):
     final = float(points[-1]["first_acc"])
     criterion.record("final / peak first_acc", f"{final:.3f} / {peak:.3f}")
     criterion.check(final / peak if peak > 0 else 0.0, ">=", hero_config["min_final_over_peak"],
-                    "final eval first_acc over its peak")
+                    "final eval first_acc over its peak", tolerance=0.05)
 
 
 def test_f1_breakthrough(scale, hero_ladder, hero_config, criterion):
@@ -66,7 +67,8 @@ def test_f1_breakthrough(scale, hero_ladder, hero_config, criterion):
     criterion.artifact(hero_ladder.folder / "eval_detailed.jsonl")
     if nonzero:
         criterion.record("first F1 > 0", f"{nonzero[0]['question']} -> {nonzero[0]['prediction']!r}")
-    criterion.check(len(nonzero), ">=", hero_config["min_f1_nonzero_examples"], "eval examples with F1 > 0")
+    criterion.check(len(nonzero), ">=", hero_config["min_f1_nonzero_examples"], "eval examples with F1 > 0",
+                    tolerance=2)
 
 
 def test_generation_quality(scale, hero_ladder, hero_config, criterion):
@@ -79,7 +81,8 @@ def test_generation_quality(scale, hero_ladder, hero_config, criterion):
     criterion.record("decision", hero_ladder.final["decision"]["text"])
     criterion.record("hero projection", hero_projection(mean_f1))
     criterion.artifact(hero_ladder.folder / "eval.json")
-    criterion.check(mean_f1, ">=", hero_config["min_mean_f1"], f"mean F1 over {len(rows)} eval questions")
+    criterion.check(mean_f1, ">=", hero_config["min_mean_f1"], f"mean F1 over {len(rows)} eval questions",
+                    tolerance=0.02)
 
 
 def test_gradient_health(scale, hero_ladder, hero_config, criterion):
@@ -87,13 +90,13 @@ def test_gradient_health(scale, hero_ladder, hero_config, criterion):
     worst = max(norms, key=lambda n: float("inf") if n != n else n)
     criterion.plot(hero_ladder.plots["losses"])
     criterion.check(float("inf") if worst != worst else worst, "<", hero_config["max_grad_norm"],
-                    "max pre-clip grad norm")
+                    "max pre-clip grad norm", tolerance="25%")
 
 
 def test_no_mode_collapse(scale, hero_ladder, hero_config, criterion):
     rows = _eval_rows(hero_ladder)
     rate = sum(is_repetition(r["prediction"]) for r in rows) / len(rows)
-    criterion.check(rate, "<", hero_config["max_repetition_rate"], "share of 'thethethe' answers")
+    criterion.check(rate, "<", hero_config["max_repetition_rate"], "share of 'thethethe' answers", tolerance=0.02)
 
 
 def test_latent_beats_prior(scale, hero_ladder, hero_config, criterion):

@@ -320,4 +320,5 @@ def test_r2_per_eval_length(scale, tempnorm_models, criterion):
                          f"train R2 {m['train_r2_log']:.3f}, ridge alpha {m['ridge_alpha']:g}{edge}")
     criterion.expect(f"test R2 per L {{{', '.join(f'{L}: {v[0]}' for L, v in rows.items())}}}",
                      "recorded per L, with baseline <= 0 and test R2 <= r2_ceiling at every L",
-                     not broken, f"the laws fail at L={broken}: {rows}")
+                     not broken, f"the laws fail at L={broken}: {rows}",
+                     tolerances={"L_*: test R2": ("higher", 0.05)})

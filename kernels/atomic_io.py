@@ -36,6 +36,21 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def json_number(value: Any, words: tuple[str, ...] = ("nan", "inf", "-inf")) -> float | None:
+    """A JSON number as a float, or one of ``words`` (the strings ``jsonable`` writes for
+    non-finite floats) as one; None for anything else, a bool or an int past float64 too."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str) and value in words:
+        return float(value)
+    return None
+
+
 def _write_atomic(path: str | Path, payload: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,12 +83,26 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(jsonable(data), indent=2, sort_keys=True) + "\n")
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads`` whose every failure on hostile text is a ``json.JSONDecodeError``: a
+    number past Python's 4300-digit int limit is a plain ValueError there, and nesting past
+    the recursion limit a RecursionError; readers catch the one type."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        raise json.JSONDecodeError("number too long", text, 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise ExpspecError(f"{what} {path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ExpspecError(f"{what} {path}: not valid JSON ({exc})") from None
 
@@ -93,7 +122,7 @@ def jsonl_objects(path: str | Path, what: str) -> list[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = parse_json(line)
         except json.JSONDecodeError as exc:
             raise ExpspecError(f"{what} {path} line {number}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):

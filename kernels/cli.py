@@ -10,9 +10,16 @@ first visible CUDA device, else cpu). Bad input prints one line (``expspec: erro
     expspec config [--scale S] [--profile P] [--set family.key=value ...]   the resolved config
     expspec models                                                          prepare the shipped models
     expspec train --config C --data D --out-dir O                           one training run (what torchrun runs)
+    expspec history [--family F] [--metric M] [--last N]                    tracked sessions' metrics, side by side
     expspec <family> ...                                                    each family's steps
 
-Families add their subcommands through their registered ``Family.cli`` hook.
+Families add their subcommands through their registered ``Family.cli`` hook. A pipeline
+command (one that resolves the config: it takes ``--scale``) is logged to the MLflow
+store as a run in its family's experiment once it finishes (``--tracking-uri``,
+``--tracking``, ``--no-tracking`` as in pytest; default ``sqlite:///reports/mlflow.db``):
+tags (argv, commit, exit status), the resolved knobs as params, the numbers at the top of
+its JSON outputs as metrics, step logs among them as curves, its output files as
+artifacts. The store is checked before the command runs; bad input writes nothing there.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from expspec.kernels.config import SCALES, registry, resolve_scale
 from expspec.kernels.errors import ExpspecError
 
 
-def add_config_args(parser: argparse.ArgumentParser, device: bool = False) -> None:
-    """--scale/--profile/--set (and --device) on a subcommand."""
+def add_config_args(parser: argparse.ArgumentParser, device: bool = False, tracking: bool = True) -> None:
+    """--scale/--profile/--set (and --device) on a subcommand; a pipeline command (tracking)
+    also gets --tracking-uri/--tracking/--no-tracking."""
     group = parser.add_argument_group("config (as in pytest)")
     group.add_argument("--scale", choices=SCALES, default="smoke",
                        help="the built-in profile to start from (default: smoke)")
@@ -40,6 +48,20 @@ def add_config_args(parser: argparse.ArgumentParser, device: bool = False) -> No
     if device:
         group.add_argument("--device", default=None,
                            help="cpu, cuda or cuda:N (default: the first visible CUDA device, else cpu)")
+    if tracking:
+        add_tracking_args(parser)
+
+
+def add_tracking_args(parser: argparse.ArgumentParser, modes: bool = True) -> None:
+    from expspec.kernels.tracking.store import MODES
+
+    group = parser.add_argument_group("results history (MLflow)")
+    group.add_argument("--tracking-uri", default=None, metavar="URI",
+                       help="tracking store (default: MLFLOW_TRACKING_URI, else sqlite:///reports/mlflow.db)")
+    if modes:
+        group.add_argument("--tracking", default=None, choices=MODES,
+                           help="required (default): an unusable store is an error; optional: warn, go on; off")
+        group.add_argument("--no-tracking", action="store_true", help="log nothing (= --tracking=off)")
 
 
 def config_from_args(args, extra_sets: list[str] | None = None) -> dict:
@@ -177,6 +199,18 @@ def _add_cache_commands(sub) -> None:
     q.set_defaults(func=cmd_cache_prune)
 
 
+def cmd_history(args) -> int:
+    from expspec.kernels.tracking.history import history_table
+    from expspec.kernels.tracking.store import check_store, open_client, resolve_uri
+
+    if args.last < 1:
+        raise ExpspecError(f"--last {args.last}: expected a number of sessions >= 1")
+    uri = resolve_uri(args.tracking_uri, "reports")
+    check_store(uri, must_exist=True)
+    print(history_table(open_client(uri), uri, args.family, args.metric, args.last))
+    return 0
+
+
 def _family_hook(spec: str):
     module, _, function = spec.partition(":")
     return getattr(importlib.import_module(module), function)
@@ -189,8 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "profile and overrides exactly as expspec's pytest plugin does.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("config", help="print the resolved config as JSON")
-    add_config_args(p)
+    add_config_args(p, tracking=False)
     p.set_defaults(func=cmd_config)
+    p = sub.add_parser("history", help="the last sessions' metrics from the MLflow store, side by side")
+    p.add_argument("--family", default=None, help="one family (default: every tracked family)")
+    p.add_argument("--metric", default=None, metavar="M",
+                   help="only metrics named M, or matching a glob like 'pass_at_*'")
+    p.add_argument("--last", type=int, default=5, metavar="N", help="sessions per family, newest first (default 5)")
+    add_tracking_args(p, modes=False)
+    p.set_defaults(func=cmd_history)
     p = sub.add_parser("models", help="load (and cache) the shipped pretrained models")
     p.add_argument("--causal-lm", default="smollm2-135m-instruct")
     p.add_argument("--sentence-encoder", default="all-minilm-l6-v2")
@@ -228,9 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if hasattr(args, "no_tracking"):
+            from expspec.kernels.tracking.command import run_tracked
+
+            return run_tracked(args, sys.argv[1:] if argv is None else list(argv))
         return int(args.func(args) or 0)
     except ExpspecError as err:
         print(f"expspec: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path argument the OS refuses (name too long, permission, ...)
+        print(f"expspec: error: {err.filename or ''}: {err.strerror or err}".replace(": :", ":"), file=sys.stderr)
         return 2
 
 

@@ -21,6 +21,7 @@ import copy
 import difflib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -125,14 +126,17 @@ def _coerce(value: Any, default: Any, where: str, from_text: bool = True) -> Any
                 return dict(json.loads(text)) if text.startswith("{") and '":' in text else dict(
                     tomllib.loads(f"v = {text}")["v"]
                 )
-        except (ValueError, TypeError, tomllib.TOMLDecodeError, json.JSONDecodeError):
+        except (ValueError, TypeError, RecursionError):  # JSON/TOML decode errors are ValueErrors
             raise ExpspecError(
                 f"{where}: cannot read {value!r} as {type(default).__name__}"
             ) from None
     if isinstance(default, bool) and not isinstance(value, bool):
         raise ExpspecError(f"{where}: expected true/false, got {value!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ExpspecError(f"{where}: {value} is past the float range") from None
     if isinstance(default, list):
         items = value if isinstance(value, list) else [value]
         return [_coerce(v, default[0], where, from_text) for v in items] if default else items
@@ -166,8 +170,8 @@ def read_profile(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ExpspecError(f"profile {path}: file not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ExpspecError(f"profile {path}: not valid TOML ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, bad UTF-8, a 5000-digit int
+        raise ExpspecError(f"profile {path}: not valid TOML ({str(exc) or 'nested too deeply'})") from None
     for family, table in data.items():
         if not isinstance(table, dict):
             raise ExpspecError(f"profile {path}: top-level key {family!r} must be a [family] table")
@@ -200,14 +204,22 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str, str]]
     return out
 
 
-def _check(resolved: Mapping[str, Mapping[str, Any]]) -> None:
+def _check(resolved: Mapping[str, Mapping[str, Any]], sources: Mapping[tuple[str, str], str]) -> None:
+    """Every family's choices and validator; an error says where the knob it names was set
+    (``sources``: (family, key) -> "profile PATH" | "environment VAR" | "--set")."""
     for name, family in registry().items():
-        for key, allowed in family.choices.items():
-            if resolved[name][key] not in allowed:
-                raise ExpspecError(f"{name}.{key}: expected one of {', '.join(allowed)}, "
-                                   f"got {resolved[name][key]!r}")
-        if family.validate is not None:
-            family.validate(resolved[name])
+        try:
+            for key, allowed in family.choices.items():
+                if resolved[name][key] not in allowed:
+                    raise ExpspecError(f"{name}.{key}: expected one of {', '.join(allowed)}, "
+                                       f"got {resolved[name][key]!r}")
+            if family.validate is not None:
+                family.validate(resolved[name])
+        except ExpspecError as err:
+            set_here = {key: where for (fam, key), where in sources.items() if fam == name}
+            named = [where for key, where in set_here.items() if re.search(rf"\b{re.escape(key)}\b", str(err))]
+            where = ", ".join(dict.fromkeys(named or set_here.values()))
+            raise ExpspecError(f"{where}: {err}" if where else str(err)) from None
 
 
 def resolve_config(
@@ -216,16 +228,19 @@ def resolve_config(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """defaults < profile < environment < --set; returns a fresh nested dict."""
-    resolved = defaults()
+    resolved, sources = defaults(), {}
     if profile is not None:
         for family, table in read_profile(profile).items():
             for key, value in table.items():
                 _set(resolved, family, key, value, f"profile {profile}", from_text=False)
+                sources[family, key] = f"profile {profile}"
     for family, key, value, var in env_overrides(os.environ if environ is None else environ):
         _set(resolved, family, key, value, f"environment {var}")
+        sources[family, key] = f"environment {var}"
     for family, key, value in parse_set(overrides):
         _set(resolved, family, key, value, "--set")
-    _check(resolved)
+        sources[family, key] = "--set"
+    _check(resolved, sources)
     return resolved
 
 

@@ -6,6 +6,8 @@ and the requirement, an optional manual-review verdict, artifacts and PNG plots.
 Both lead with one verdict line per family ("Lane B: PASS (alpha_plausibility FLAGGED →
 ACCEPTED)"). index.html embeds the plots so the page can be mailed or archived as one
 file; artifacts are linked relative to the run folder, which holds copies of them.
+When the session compares with an earlier run (``--compare-to``), each record carries its
+comparison and both files, like the terminal's summary table, add a "Δ vs REF" column.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from expspec.kernels.atomic_io import write_text_atomic
 from expspec.kernels.config import family_title
+from expspec.kernels.tracking.metrics import key_metric
 
 
 @dataclass
@@ -32,6 +35,9 @@ class CriterionRecord:
     values: dict = field(default_factory=dict)
     artifacts: list = field(default_factory=list)
     plots: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # numbers stated explicitly (metric:NAME properties)
+    tolerances: dict = field(default_factory=dict)  # declared direction + tolerance (tolerance:NAME)
+    comparison: object = None  # a tracking.metrics.Comparison when the session compares
 
     @property
     def name(self) -> str:
@@ -95,9 +101,52 @@ def record_from_properties(nodeid: str, outcome: str, duration: float, propertie
             rec.artifacts.append(str(value))
         elif key == "plot":
             rec.plots.append(str(value))
+        elif key.startswith("metric:"):
+            rec.metrics[key[len("metric:"):]] = value
+        elif key.startswith("tolerance:"):
+            rec.tolerances[key[len("tolerance:"):]] = value
         else:
             rec.values[key] = value
     return rec
+
+
+def compared_to(records: list[CriterionRecord]) -> str:
+    """The reference's label when the session compared with one, else ''."""
+    return next((r.comparison.label for r in records if r.comparison is not None), "")
+
+
+def delta_cell(record: CriterionRecord) -> str:
+    return record.comparison.key_delta() if record.comparison is not None else ""
+
+
+def change_lines(record: CriterionRecord) -> list[str]:
+    """'alpha: 0.31 -> 0.30 (-0.01)' per compared metric, regressions marked."""
+    if record.comparison is None:
+        return []
+    return [f"{c.name}: {c.reference:.6g} -> {c.value:.6g} ({c.delta:+.4g})"
+            + (f" REGRESSED ({c.tolerance})" if c.regressed else "") for c in record.comparison.changes]
+
+
+def result_of(record: CriterionRecord) -> str:
+    """PASS/FAIL/SKIP/ERROR, or 'FLAGGED → ACCEPTED' for a pass on a manual review."""
+    if record.review.startswith("FLAGGED") and record.verdict == "PASS":
+        return record.review_verdict.split(" by ")[0]
+    return record.verdict
+
+
+def terminal_table(records: list[CriterionRecord]) -> list[str]:
+    """The terminal's summary: criterion, result, key metric, threshold (and Δ vs REF)."""
+    ref = compared_to(records)
+    rows = [("criterion", "result", "key metric", "threshold") + (("Δ vs REF",) if ref else ())]
+    for r in records:
+        key = key_metric(r)
+        shown = f"{key[0]} = {key[1]:.4g}" if key and key[0] != "measured" else (f"{key[1]:.4g}" if key else r.measured)
+        result = result_of(r)
+        rows.append((r.name, result, shown, r.required) + ((delta_cell(r),) if ref else ()))
+    rows = [tuple(" ".join(str(c).split())[:60] for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return lines + ([f"Δ vs REF = now - {ref}"] if ref else [])
 
 
 def _rel(path: str, run_dir: Path) -> str:
@@ -116,14 +165,20 @@ def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict
     lines = [f"# expspec run {run_dir.name}", ""]
     lines += [f"**{v}**  " for v in family_verdicts(records)] + [""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
+    ref = compared_to(records)
+    if ref:
+        lines += [f"- compared to: {ref}"]
     lines += ["- result: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
-    lines += ["| criterion | family | result | measured | required | review |",
-              "|---|---|---|---|---|---|"]
+    delta_head = " Δ vs REF |" if ref else ""
+    lines += [f"| criterion | family | result | measured | required | review |{delta_head}",
+              "|---|---|---|---|---|---|" + ("---|" if ref else "")]
     for r in records:
+        delta = f" {_cell(delta_cell(r))} |" if ref else ""
         lines.append(f"| {_cell(r.name)} | {r.family} | {r.verdict} | {_cell(r.measured)} | "
-                     f"{_cell(r.required)} | {_cell(r.review_verdict)} |")
+                     f"{_cell(r.required)} | {_cell(r.review_verdict)} |{delta}")
     for r in records:
-        if not (r.values or r.artifacts or r.plots or r.message or r.review):
+        changes = r.comparison.changes if r.comparison is not None else []
+        if not (r.values or r.artifacts or r.plots or r.message or r.review or changes):
             continue
         lines += ["", f"## {r.name} — {r.verdict}", ""]
         if r.message:
@@ -131,6 +186,7 @@ def write_summary_md(records: list[CriterionRecord], run_dir: Path, header: dict
         if r.review:
             lines += [f"- review: {_cell(r.review)}"]
         lines += [f"- {k}: {v}" for k, v in r.values.items()]
+        lines += [f"- Δ vs REF {_cell(line)}" for line in change_lines(r)]
         lines += [f"- artifact: [{Path(a).name}]({_rel(a, run_dir)})" for a in r.artifacts]
         lines += [f"![{Path(p).stem}]({_rel(p, run_dir)})" for p in r.plots]
     return write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
@@ -148,12 +204,16 @@ def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict
     out += [f"<p class='{esc(v.split(': ', 1)[1].split()[0])}'><b>{esc(v)}</b></p>" for v in family_verdicts(records)]
     out.append("<ul>")
     out += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in header.items()]
+    ref = compared_to(records)
+    if ref:
+        out.append(f"<li>compared to: {esc(ref)}</li>")
     out.append("</ul><table><tr><th>criterion</th><th>family</th><th>result</th><th>measured</th>"
-               "<th>required</th><th>review</th></tr>")
+               "<th>required</th><th>review</th>" + ("<th>Δ vs REF</th>" if ref else "") + "</tr>")
     for r in records:
+        delta = f"<td>{esc(delta_cell(r))}</td>" if ref else ""
         out.append(f"<tr class='{r.verdict}'><td><a href='#{esc(r.nodeid)}'>{esc(r.name)}</a></td>"
                    f"<td>{esc(r.family)}</td><td>{r.verdict}</td><td>{esc(r.measured)}</td>"
-                   f"<td>{esc(r.required)}</td><td>{esc(r.review_verdict)}</td></tr>")
+                   f"<td>{esc(r.required)}</td><td>{esc(r.review_verdict)}</td>{delta}</tr>")
     out.append("</table>")
     for r in records:
         out.append(f"<h2 id='{esc(r.nodeid)}'>{esc(r.name)} — {r.verdict}</h2>")
@@ -162,6 +222,7 @@ def write_index_html(records: list[CriterionRecord], run_dir: Path, header: dict
         if r.review:
             out.append(f"<p><b>review:</b> {esc(r.review)}</p>")
         out.append("<ul>" + "".join(f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in r.values.items()))
+        out += [f"<li>Δ vs REF {esc(line)}</li>" for line in change_lines(r)]
         out += [f"<li>artifact: <a href='{esc(_rel(a, run_dir))}'>{esc(Path(a).name)}</a></li>"
                 for a in r.artifacts]
         out.append("</ul>")

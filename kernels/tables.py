@@ -98,10 +98,16 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
     if not prepared:
         return 0
     k = columns.index(key) if key is not None and skip_existing else None
+    if path.is_dir():
+        raise ExpspecError(f"{path}: is a directory, expected a CSV file; nothing written")
+    if path.is_file():  # a bad file is refused before the lock file is made: nothing written
+        found = _csv_rows(path, _read_text(path))
+        if found:
+            _check_header(path, found[0], columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock").acquire(poll_interval=LOCK_POLL_SEC):
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        existing = list(csv.reader(io.StringIO(text)))
+        text = _read_text(path) if path.is_file() else ""
+        existing = _csv_rows(path, text)
         if existing:
             _check_header(path, existing[0], columns)
         seen = {r[k]: i for i, r in enumerate(existing) if i and k is not None and len(r) > k}
@@ -118,18 +124,42 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
         if not new and not replaced:
             return 0
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
         if replaced:  # rewrite the whole table (atomically, like any append)
             text = ""
-            writer.writerows(existing)
+            _write_rows(buf, existing)
         elif not existing:
             text = ""
-            writer.writerow(columns)
+            _write_rows(buf, [columns])
         elif not text.endswith("\n"):
             text += "\n"
-        writer.writerows(new)
+        _write_rows(buf, new)
         write_text_atomic(path, text + buf.getvalue())
     return len(new) + replaced
+
+
+def _write_rows(buf: io.StringIO, rows: Iterable[Sequence[str]]) -> None:
+    """CSV rows ending in "\\n". A row with a carriage return in a cell is written fully quoted:
+    with this line terminator the csv module leaves a lone "\\r" unquoted, and its reader then
+    refuses the table (a "\\r" in a run's notes, from a progress bar, would break every later read)."""
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in cell for cell in row) else plain).writerow(row)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:  # a quoted "\r" stays one
+            return handle.read()
+    except UnicodeDecodeError as exc:
+        raise ExpspecError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def _csv_rows(path: Path, text: str) -> list[list[str]]:
+    try:
+        return list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a field past the csv module's size limit, a bad quote
+        raise ExpspecError(f"{path}: not a readable CSV table ({exc})") from None
 
 
 def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
@@ -137,7 +167,7 @@ def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, st
     path, columns = Path(path), list(columns)
     if not path.is_file():
         raise ExpspecError(f"{path}: file not found")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = _csv_rows(path, _read_text(path))
     if not rows:
         raise ExpspecError(f"{path}: empty file (expected the header {','.join(columns[:3])},...)")
     _check_header(path, rows[0], columns)

@@ -90,7 +90,8 @@ def test_wheel_ships_the_data_and_profiles(names):
               if n.startswith("expspec/fixtures/data/austen/") and n.endswith(".txt.gz")}
     assert novels == NOVELS
     for path in ("expspec/fixtures/profiles/smoke.toml", "expspec/fixtures/profiles/hero.toml",
-                 "expspec/fixtures/data/PROVENANCE.md"):
+                 "expspec/fixtures/profiles/gpu.toml", "expspec/fixtures/data/PROVENANCE.md",
+                 "expspec/fixtures/data/contexts.txt", "expspec/fixtures/data/prompts.jsonl"):
         assert path in names
 
 

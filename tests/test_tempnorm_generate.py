@@ -13,9 +13,10 @@ import torch
 
 from expspec.kernels.config import resolve_scale
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.models.pretrained import model_fingerprint
 from expspec.kernels.tempnorm.contexts import SHIPPED_CONTEXTS, read_contexts
 from expspec.kernels.tempnorm.generate import (GENERATE_KNOBS, completion_seed, generate_data, generate_records,
-                                               model_fingerprint, wander_seed)
+                                               wander_seed)
 from expspec.kernels.tempnorm.records import read_experiment_data
 from expspec.kernels.tempnorm.rescore import rescore_records, teacher_forced
 

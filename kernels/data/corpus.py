@@ -19,10 +19,12 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
+from expspec.kernels.atomic_io import parse_json
 from expspec.kernels.errors import ExpspecError
 
 # Shipped data lives in the fixtures package (fixtures/data; expspec/fixtures/data when installed).
@@ -47,7 +49,7 @@ def _read_text(path: Path) -> str:
     try:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
         return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise ExpspecError(f"corpus {path}: cannot read as UTF-8 text ({exc})") from None
 
 
@@ -57,7 +59,7 @@ def _read_jsonl(path: Path) -> list[Document]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError:
             raise ExpspecError(f"corpus {path}:{lineno}: not a JSON object per line") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
@@ -110,6 +112,19 @@ def _read_file(path: Path) -> list[Document]:
     raise ExpspecError(f"corpus {path}: expected .txt, .jsonl, .parquet (optionally .gz) or a folder")
 
 
+def _local_path(spec: str) -> Path:
+    """A local corpus spec as an existing path; one error line when there is none or it
+    cannot be looked up (a name too long, an unknown ``~user``)."""
+    try:
+        path = Path(spec).expanduser()
+        exists = path.exists()
+    except (OSError, RuntimeError) as exc:
+        raise ExpspecError(f"corpus {spec}: cannot look it up ({exc})") from None
+    if not exists:
+        raise ExpspecError(f"corpus {path}: no such file or folder")
+    return path
+
+
 def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
     """Read a corpus spec into documents; an unreadable or empty corpus is an error."""
     if spec.startswith("embedded:"):
@@ -120,11 +135,11 @@ def load_documents(spec: str, max_docs: int = 0) -> list[Document]:
     if spec.startswith("hf:"):
         docs = _read_hf(spec)
     else:
-        path = Path(spec).expanduser()
+        path = _local_path(spec)
         if path.is_dir():  # one empty file in a folder is skipped; an all-empty folder is an error
             docs = [d for f in sorted(path.iterdir()) if f.name.endswith(CORPUS_SUFFIXES) for d in _read_file(f)]
         elif not path.is_file():
-            raise ExpspecError(f"corpus {path}: no such file or folder")
+            raise ExpspecError(f"corpus {path}: not a file or folder")
         else:
             docs = _read_file(path)
     docs = [d for d in docs if d.text.strip()]
@@ -148,9 +163,7 @@ def check_corpus_spec(spec: str) -> None:
         if spec.split(":", 1)[1] not in EMBEDDED:
             raise ExpspecError(f"corpus {spec}: unknown embedded corpus (known: {', '.join(EMBEDDED)})")
         return
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise ExpspecError(f"corpus {path}: no such file or folder")
+    path = _local_path(spec)
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     if sum(f.stat().st_size for f in files) <= CHECK_READ_LIMIT:
         load_documents(spec)
@@ -193,7 +206,7 @@ def _held_out_documents(docs: list[Document], val_fraction: float) -> set[int]:
     return chosen
 
 
-def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
+def split_documents(docs: list[Document], val_fraction: float, where: str = "corpus") -> CorpusSplit:
     """Train/validation without sharing a paragraph, at ``val_fraction`` of the characters.
 
     Whole documents are held out (chosen by a hash of their content), so validation is
@@ -209,7 +222,7 @@ def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
     small = [i for i in range(len(docs)) if i not in large]
     held = {small[j] for j in _held_out_documents([docs[i] for i in small], val_fraction)} if small else set()
     if not large and len(held) >= len(docs):
-        raise ExpspecError(f"corpus: {len(docs)} document(s) cannot be split into train and validation "
+        raise ExpspecError(f"{where}: {len(docs)} document(s) cannot be split into train and validation "
                            f"at val_fraction={val_fraction} (add documents or split them into paragraphs)")
     train, val = [], []
     for i, doc in enumerate(docs):
@@ -228,4 +241,4 @@ def split_documents(docs: list[Document], val_fraction: float) -> CorpusSplit:
 
 
 def load_corpus(spec: str, val_fraction: float = 0.05, max_docs: int = 0) -> CorpusSplit:
-    return split_documents(load_documents(spec, max_docs=max_docs), val_fraction)
+    return split_documents(load_documents(spec, max_docs=max_docs), val_fraction, f"corpus {spec}")

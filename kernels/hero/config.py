@@ -101,6 +101,13 @@ _FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lr_warmup_frac
               "max_repetition_rate")
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except OSError:  # a name too long to look up is no folder
+        return False
+
+
 def validate(table: Mapping[str, Any]) -> None:
     for key in _POSITIVE:
         if not table[key] > 0:
@@ -121,7 +128,7 @@ def validate(table: Mapping[str, Any]) -> None:
         raise ExpspecError(f"hero.min_prior_margin: expected a mean-F1 difference in [-1, 1], "
                            f"got {table['min_prior_margin']}")
     source = table["qa_dataset"]
-    if not isinstance(source, str) or not (source == "generated" or source.startswith("hf:") or Path(source).is_dir()):
+    if not isinstance(source, str) or not (source == "generated" or source.startswith("hf:") or _is_dir(source)):
         raise ExpspecError(f"hero.qa_dataset: expected {QA_SOURCES}, got {source!r}")
     check_sampling_schedule(table["ss_schedule"], table["ss_k"], table["ss_c"], table["ss_eps_min"], "hero.ss_")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from expspec.kernels.atomic_io import jsonable
+from expspec.kernels.atomic_io import json_number, jsonable, parse_json
 from expspec.kernels.errors import ExpspecError
 
 # field -> kind. count: int >= 0; name: non-empty string; fraction: number in [0, 1];
@@ -50,13 +50,8 @@ EPOCH_FIELDS: dict[str, str] = {
 
 
 def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "+inf", "infinity"):
-        return float(value)
-    return None
+    text = value.strip().lower() if isinstance(value, str) else value
+    return json_number(text, ("nan", "inf", "+inf", "infinity"))
 
 
 def _check_value(kind: str, value: Any) -> tuple[Any, str | None]:
@@ -163,13 +158,17 @@ class DiagnosticPoint:
 def _read_jsonl(path: Path, what: str) -> Iterator[tuple[int, Any]]:
     if not path.is_file():
         raise ExpspecError(f"{what} {path}: file not found")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ExpspecError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = list(handle)
+    except UnicodeDecodeError as exc:
+        raise ExpspecError(f"{what} {path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield number, parse_json(line)
+            except json.JSONDecodeError as exc:
+                raise ExpspecError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
 
 
 def _original_points(record: Mapping, where: str, number: int) -> list[DiagnosticPoint]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from expspec.kernels.atomic_io import read_json
+from expspec.kernels.atomic_io import parse_json, read_json
 from expspec.kernels.errors import ExpspecError
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -155,7 +155,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     except UnicodeDecodeError as exc:
         raise ExpspecError(f"predictions {path}: not UTF-8 text ({exc})") from None
     try:
-        whole = json.loads(text)
+        whole = parse_json(text)
     except json.JSONDecodeError:
         whole = None
     # the official {id: text} dict; a dict with an "id" key is one JSONL record instead
@@ -169,7 +169,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError:
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("id"), str)

@@ -172,21 +172,55 @@ def read_calibration_points(path: str | Path) -> list[tuple[float, float]]:
     out = []
     for i, point in enumerate(points):
         try:
-            out.append((float(point["tokens"]), float(point["value"])))
-        except (KeyError, TypeError, ValueError):
-            raise ExpspecError(f"calibration {path}: points[{i}] needs numeric 'tokens' and 'value', "
-                               f"got {point!r}") from None
+            tokens, value = float(point["tokens"]), float(point["value"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            tokens = value = math.nan
+        if not (0 < tokens < math.inf and math.isfinite(value)):
+            raise ExpspecError(f"calibration {path}: points[{i}] needs numeric 'tokens' (> 0) and 'value' "
+                               f"(finite), got {point!r}")
+        out.append((tokens, value))
     return out
 
 
 def read_stats_alpha(path: str | Path) -> tuple[float, tuple | None, dict]:
+    """(alpha, its interval (low, high) or None, the whole stats.json); a NaN alpha (failed
+    statistics) is read as such, for the gate to fail on."""
     stats = read_json(path, "stats")
     try:
         alpha = float(stats["alpha"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ExpspecError(f"stats {path}: no numeric 'alpha' field") from None
     ci = stats.get("alpha_ci")
-    return alpha, tuple(ci) if ci else None, stats
+    if not ci:
+        return alpha, None, stats
+    try:
+        if not isinstance(ci, list) or any(isinstance(v, bool) for v in ci):
+            raise TypeError
+        low, high = (float(v) for v in ci)
+    except (TypeError, ValueError, OverflowError):
+        raise ExpspecError(f"stats {path}: field alpha_ci: expected [low, high] or null, got {ci!r}") from None
+    return alpha, (low, high), stats
+
+
+def read_infer(path: str | Path) -> dict:
+    """infer.json (step 5's record), with the fields the later steps rely on checked."""
+    infer = read_json(path, "infer")
+    if not isinstance(infer, dict) or not isinstance(infer.get("solve_status"), str):
+        raise ExpspecError(f"infer {path}: field solve_status: expected a string (the record `expspec lane-b "
+                           f"infer` writes)")
+    ratios = ("inferred_target_param_data_ratio", "confirmation_ratio") if infer["solve_status"] == "ok" else ()
+    for key in ratios:  # the candidates' ratios (planned_candidates)
+        value = infer.get(key)
+        try:
+            ok = not isinstance(value, bool) and 0 < float(value) < math.inf
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ExpspecError(f"infer {path}: field {key}: expected a ratio > 0 when solve_status is ok, "
+                               f"got {value!r}")
+    if not isinstance(infer.get("empirical_alpha") or {}, dict):
+        raise ExpspecError(f"infer {path}: field empirical_alpha: expected an object or null")
+    return infer
 
 
 def infer_record(lane_b: dict, alpha: float, alpha_ci, points, threshold: float, n_params: float,
@@ -278,7 +312,7 @@ def rescore(run: dict, threshold: float) -> dict:
 
 
 def step_candidates(lb: LaneB) -> list[dict]:
-    infer = read_json(lb.path("infer.json"), "infer")
+    infer = read_infer(lb.path("infer.json"))
     threshold = lb.threshold()
     rows = []
     for kind, seed, ratio, run_id in planned_candidates(lb, infer):

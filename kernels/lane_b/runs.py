@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from expspec.kernels.atomic_io import read_json, write_json_atomic
+from expspec.kernels.atomic_io import json_number, read_json, write_json_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.train.summary import RunSummary
 from expspec.kernels.train.training_log import parse_training_log
@@ -113,7 +113,11 @@ class LaneB:
 
 
 def read_env_value(path: Path, name: str) -> float:
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # a folder, bad UTF-8: no such line
+        text = ""
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip().removeprefix("export ").strip() == name:
             try:
@@ -136,7 +140,7 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
     out = lb.path("runs") / run_id
     done = out / "run.json"
     if done.is_file():
-        return read_json(done, "run summary")
+        return read_run_summary(done)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -159,7 +163,29 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
     summary.log = str((out / "train.log").relative_to(lb.work_dir))
     summary.train_losses = []  # the log has them; run.json stays small
     write_json_atomic(done, summary.to_dict())
-    return read_json(done, "run summary")
+    return read_run_summary(done)
+
+
+def read_run_summary(path: Path) -> dict:
+    """A run's run.json (its RunSummary), with the fields the steps and ``rescore`` read checked."""
+    run = read_json(path, "run summary")
+
+    def need(ok: bool, field: str, expected: str) -> None:
+        if not ok:
+            raise ExpspecError(f"run summary {path}: field {field}: expected {expected}")
+
+    need(isinstance(run, dict), "(record)", "a JSON object (a RunSummary)")
+    for key in ("run_id", "status", "log"):
+        need(isinstance(run.get(key), str), key, "a string")
+    evals, times = run.get("evals"), run.get("eval_train_times")
+    need(isinstance(evals, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
+        and json_number(e[1]) is not None for e in evals), "evals", "a list of [step, val_bpb] pairs")
+    need(isinstance(times, list) and all(json_number(t) is not None for t in times), "eval_train_times",
+         "a list of seconds")
+    need(isinstance(run.get("horizon"), int) and not isinstance(run.get("horizon"), bool), "horizon", "an integer")
+    need(json_number(run.get("dt_median_ms")) is not None, "dt_median_ms", "a number")
+    return run
 
 
 def _nanochat_run(lb: LaneB, run_id: str, seed: int, threshold: float, out: Path, **overrides) -> RunSummary:

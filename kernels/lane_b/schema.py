@@ -44,7 +44,7 @@ def _parse_number(path: Path, where: str, name: str, value: Any) -> int | float 
                 raise ValueError
             return int(value)
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         kind = "an integer" if name in INT_COLUMNS else "a number"
         raise ExpspecError(f"{path} {where}: {name}={value!r} is not {kind}") from None
 

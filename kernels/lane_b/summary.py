@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from expspec.kernels.lane_b.pipeline import (baseline_id, current_candidates, read_n_scaling_params, rescore,
-                                             step_calibrate, step_calibration_points, step_candidates, step_infer,
-                                             step_scaling_params, step_stats)
-from expspec.kernels.lane_b.runs import LaneB
+from expspec.kernels.lane_b.pipeline import (baseline_id, current_candidates, read_infer, read_n_scaling_params,
+                                             rescore, step_calibrate, step_calibration_points, step_candidates,
+                                             step_infer, step_scaling_params, step_stats)
+from expspec.kernels.lane_b.runs import LaneB, read_run_summary
 from expspec.kernels.lane_b.schema import append_rows
 from expspec.kernels.tables import format_notes, utc_timestamp
-from expspec.kernels.atomic_io import read_json, write_json_atomic
+from expspec.kernels.atomic_io import write_json_atomic
 from expspec.kernels.provenance import git_commit
 
 DECISION_PRIORITY = ("inferred", "confirmation", "fallback")
@@ -55,7 +55,7 @@ def _truthy(value) -> bool:
 
 # ---- step 7 -------------------------------------------------------------------------
 def step_log(lb: LaneB) -> int:
-    infer = read_json(lb.path("infer.json"), "infer")
+    infer = read_infer(lb.path("infer.json"))
     n_params = read_n_scaling_params(lb)
     commit, threshold = git_commit(), lb.threshold()
     rows = []
@@ -102,7 +102,7 @@ def _baseline_score(lb: LaneB, seed: int, threshold: float) -> tuple[float, str]
     path = lb.work_dir / "runs" / baseline_id(lb, seed) / "run.json"
     if not path.is_file():
         return math.nan, "no baseline run for this seed"
-    row = rescore(read_json(path, "run summary"), threshold)
+    row = rescore(read_run_summary(path), threshold)
     return score(row), row["time_to_target_method"]
 
 
@@ -123,7 +123,7 @@ def decide(candidates: list[dict], run_seeds: list[int]) -> dict:
 
 
 def step_summary(lb: LaneB) -> dict:
-    infer = read_json(lb.path("infer.json"), "infer")
+    infer = read_infer(lb.path("infer.json"))
     threshold = lb.threshold()
     candidates = current_candidates(lb, infer)
     run_seeds = lb.lane_b["run_seeds"]

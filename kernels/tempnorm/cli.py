@@ -65,7 +65,8 @@ def cmd_contexts(args) -> int:
     from expspec.kernels.tempnorm.contexts import contexts_text, draw_contexts
 
     out = out_path(args.out)
-    contexts = draw_contexts(load_documents(args.corpus), args.n, args.seed, args.min_chars, args.max_chars)
+    contexts = draw_contexts(load_documents(args.corpus), args.n, args.seed, args.min_chars, args.max_chars,
+                             where=f"contexts from corpus {args.corpus}")
     write_text_atomic(out, contexts_text(contexts))
     print(f"wrote {out}: {len(contexts)} contexts from {args.corpus} (seed {args.seed})")
     return 0

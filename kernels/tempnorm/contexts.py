@@ -24,10 +24,11 @@ SHIPPED_RECIPE = {"corpus": "embedded:austen", "n": 256, "seed": 0, "min_chars":
 
 
 def draw_contexts(documents: Sequence[Document], n: int, seed: int = 0, min_chars: int = 120,
-                  max_chars: int = 360) -> list[str]:
+                  max_chars: int = 360, where: str = "contexts") -> list[str]:
     """``n`` distinct paragraphs of ``min_chars``..``max_chars`` characters (whitespace
     collapsed, one line each), drawn with ``random.Random(seed)``, in the order drawn (so
-    the first lines of the file are already a mix of the documents)."""
+    the first lines of the file are already a mix of the documents). ``where`` starts an
+    error line (the CLI names the corpus there)."""
     if n < 1:
         raise ExpspecError(f"contexts: expected n >= 1, got {n}")
     if not 0 < min_chars <= max_chars:
@@ -41,7 +42,7 @@ def draw_contexts(documents: Sequence[Document], n: int, seed: int = 0, min_char
                 seen.add(line)
                 pool.append(line)
     if len(pool) < n:
-        raise ExpspecError(f"contexts: the corpus has {len(pool)} distinct paragraphs of {min_chars}.."
+        raise ExpspecError(f"{where}: the corpus has {len(pool)} distinct paragraphs of {min_chars}.."
                            f"{max_chars} characters, fewer than the {n} asked for")
     chosen = random.Random(seed).sample(range(len(pool)), n)
     return [pool[i] for i in chosen]

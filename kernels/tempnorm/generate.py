@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.models.pretrained import model_fingerprint
 from expspec.kernels.models.sampler import hidden_at_last_token, sample
 from expspec.kernels.progress import advance, stage
 from expspec.kernels.provenance import file_fingerprint, git_commit
@@ -43,7 +44,6 @@ from expspec.kernels.tempnorm.tempnorms import tempnorm_summary
 # file and the model's files enter as fingerprints)
 GENERATE_KNOBS = ("model", "dtype", "max_contexts", "initial_wander", "gen_length", "gen_number", "eval_lengths",
                   "alpha", "max_batch")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -69,35 +69,6 @@ def generation_config(tempnorm: Mapping, seed: int) -> dict:
     """The knobs phase 1 reads, as its sidecar records them and phase 2 copies them (the
     contexts file is an input: its path and fingerprint are in the sidecar's ``inputs``)."""
     return {"tempnorm": {k: tempnorm[k] for k in GENERATE_KNOBS}, "common": {"seed": seed}}
-
-
-def model_fingerprint(name: str) -> str:
-    """What identifies the weights ``name`` loads (cache keys, the sidecar). A local
-    directory (the shipped SmolLM2's cache included) or an HF id already in the local hub
-    cache: sha256 of its text/JSON files (config, tokenizer) and of its weight files' names
-    and sizes, so replaced weights under the same name are a new key. An HF id not
-    downloaded: the id (it cannot load offline anyway)."""
-    from expspec.kernels.models.pretrained import resolve_model_path
-
-    folder = Path(resolve_model_path(name)).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-        except Exception:  # an id the hub library rejects: not in its cache either
-            cached = None
-        if not isinstance(cached, str):
-            return f"id:{name}"
-        folder = Path(cached).parent  # the snapshot folder of the cached revision
-    digest = hashlib.sha256()
-    for file in sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")):
-        rel = str(file.relative_to(folder)).encode()
-        if file.suffix in WEIGHT_SUFFIXES:
-            digest.update(rel + b"\0" + str(file.stat().st_size).encode() + b"\0")
-        elif file.suffix in (".json", ".txt", ".model", ".jinja"):
-            digest.update(rel + b"\0" + file.read_bytes() + b"\0")
-    return "files:" + digest.hexdigest()[:16]
 
 
 def _progress(label: str):

@@ -170,8 +170,12 @@ def train_data(tempnorm: Mapping, seed: int, data_file: str | Path, output_dir: 
     if output_dir.exists() and not output_dir.is_dir():
         raise ExpspecError(f"--output-dir {output_dir}: exists and is not a directory")
     records, meta, lengths = read_experiment_data(data_file)
-    per_length = train_predictors(records, lengths, output_dir, test_fraction=tempnorm["test_fraction"],
-                                  cv_folds=tempnorm["cv_folds"], ridge_alphas=tempnorm["ridge_alphas"], seed=seed)
+    try:
+        per_length = train_predictors(records, lengths, output_dir, test_fraction=tempnorm["test_fraction"],
+                                      cv_folds=tempnorm["cv_folds"], ridge_alphas=tempnorm["ridge_alphas"],
+                                      seed=seed)
+    except ExpspecError as err:  # too few contexts: say which file
+        raise ExpspecError(f"data file {data_file}: {err}") from None
     echo = records[0].get("config") if isinstance(records[0].get("config"), dict) else {}
     generation = meta["config"] if isinstance(meta.get("config"), dict) else {"record_config_echo": echo}
     metrics = {

@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from expspec.kernels.atomic_io import jsonable, read_json, write_text_atomic
+from expspec.kernels.atomic_io import json_number, jsonable, parse_json, read_json, write_text_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.tempnorm.tempnorms import PER_LENGTH_FIELDS
 
@@ -102,17 +102,6 @@ def write_experiment_data(path: str | Path, records: Sequence[Mapping], meta: Ma
     return sidecar
 
 
-def _number(value: Any) -> float | None:
-    """A JSON number, or one of the strings expspec writes for non-finite floats."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
-        return float(value)
-    return None
-
-
 def _finite(v: float) -> bool:
     return math.isfinite(v)
 
@@ -137,13 +126,13 @@ class _Check:
                 what: str = "finite numbers") -> list[float]:
         values = record.get(field)
         ok = isinstance(values, list) and (n is None or len(values) == n)
-        nums = [_number(v) for v in values] if ok else []
+        nums = [json_number(v) for v in values] if ok else []
         ok = ok and all(v is not None and allowed(v) for v in nums)
         self.need(ok, field, f"a list of {n if n is not None else 'some'} {what}")
         return nums  # type: ignore[return-value]
 
     def number(self, record: Mapping, field: str, allowed=_finite, what: str = "a finite number") -> float:
-        value = _number(record.get(field))
+        value = json_number(record.get(field))
         self.need(value is not None and allowed(value), field, what)
         return value  # type: ignore[return-value]
 
@@ -252,7 +241,7 @@ def read_experiment_data(path: str | Path) -> tuple[list[dict], dict, list[int]]
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError:
             raise ExpspecError(f"{where}: not a JSON object (expected one record per line)") from None
         if not records:

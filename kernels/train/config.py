@@ -70,16 +70,17 @@ class TrainConfig:
         missing = [k for k in names if k not in data]
         if unknown or missing:
             raise ExpspecError(f"{where}: unknown keys {unknown} / missing keys {missing}")
-        return cls(**data).validate()
+        return cls(**data).validate(where)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, where: str = "train config") -> "TrainConfig":
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
-                raise ExpspecError(f"train config: {name} must be {expected}, got {getattr(self, name)!r}")
+                raise ExpspecError(f"{where}: {name} must be {expected}, got {getattr(self, name)!r}")
 
         for f in fields(self):  # types first, so the range checks below compare numbers
             value = getattr(self, f.name)
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                need(abs(value) <= 2**1023, f.name, "a number within the float range")
                 setattr(self, f.name, float(value))
             elif not (isinstance(value, {"int": int, "float": float, "str": str}[f.type])
                       and not isinstance(value, bool)):

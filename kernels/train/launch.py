@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,27 @@ def dist_setup(cfg: TrainConfig):
     return rank, world, torch.device(device), owned
 
 
+def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, token_bytes) of a token file: a .npz of three 1-D integer arrays."""
+    try:
+        data = np.load(path)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ExpspecError(f"data {path}: expected a .npz with train, val, token_bytes arrays, "
+                               f"got one {type(data).__name__}")
+        with data:
+            missing = {"train", "val", "token_bytes"} - set(data.files)
+            if missing:
+                raise ExpspecError(f"data {path}: missing arrays {sorted(missing)}")
+            arrays = data["train"], data["val"], data["token_bytes"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ExpspecError(f"data {path}: not a readable .npz ({exc})") from None
+    for name, array in zip(("train", "val", "token_bytes"), arrays):
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise ExpspecError(f"data {path}: array {name}: expected 1-D integers, got {array.dtype} "
+                               f"of shape {array.shape}")
+    return arrays
+
+
 def main(argv: list[str] | None = None) -> int:
     """``[torchrun ...] python -m expspec.kernels.train.launch --config cfg.json --data data.npz --out-dir DIR``.
 
@@ -58,19 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(config, dict):
             raise ExpspecError(f"config {args.config}: expected a JSON object of TrainConfig fields")
         cfg = TrainConfig.from_dict(config, where=f"config {args.config}")
-        try:
-            with np.load(args.data) as data:
-                missing = {"train", "val", "token_bytes"} - set(data.files)
-                if missing:
-                    raise ExpspecError(f"data {args.data}: missing arrays {sorted(missing)}")
-                train_tokens, val_tokens, token_bytes = data["train"], data["val"], data["token_bytes"]
-        except (OSError, ValueError) as exc:
-            raise ExpspecError(f"data {args.data}: not a readable .npz ({exc})") from None
+        train_tokens, val_tokens, token_bytes = read_tokens(args.data)
         from expspec.kernels.train.loop import train
 
         result = train(cfg, train_tokens, val_tokens, token_bytes, out_dir=args.out_dir)
     except ExpspecError as err:
-        print(f"error: {err}")
+        print(f"expspec: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         write_json_atomic(Path(args.out_dir) / "result.json", result.to_dict())

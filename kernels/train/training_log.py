@@ -83,6 +83,11 @@ def _number(text: str) -> float:
     return float(text.replace(",", "").strip())
 
 
+def _count(text: str) -> int:
+    """'524,288' -> 524288; ValueError past Python's int-from-text limit (a garbage line)."""
+    return int(text.replace(",", ""))
+
+
 def _step_fields(rest: str) -> dict:
     """' (0.60%) | loss: 8.2 | dt: 8998.41ms | tok/sec: 58,264' -> {'loss': '8.2', ...}."""
     out = {}
@@ -155,7 +160,12 @@ def parse_training_log(path: str | Path) -> TrainingLog:
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if m := STEP_RE.match(line):
-            step, fields = int(m.group(1)), _step_fields(m.group(3))
+            try:
+                step, step_horizon = int(m.group(1)), int(m.group(2)) if m.group(2) else horizon
+            except ValueError:  # thousands of digits
+                malformed(number, "training step", STEP_FORM)
+                continue
+            fields = _step_fields(m.group(3))
             if steps and step <= steps[-1][0] or evals and step < evals[-1][0]:
                 restart(step, keep_eval_at=True)
             if "non-finite loss" in fields:
@@ -171,7 +181,7 @@ def parse_training_log(path: str | Path) -> TrainingLog:
                 malformed(number, "training step", STEP_FORM)
                 continue
             steps.append((step, dt, tps, total))
-            horizon = int(m.group(2)) if m.group(2) else horizon
+            horizon = step_horizon
         elif line.startswith("Step ") and "Validation bpb" in line:
             m = EVAL_RE.match(line)
             try:
@@ -184,16 +194,22 @@ def parse_training_log(path: str | Path) -> TrainingLog:
             evals.append((step, value))
         elif line.startswith("Minimum validation bpb"):
             m = MIN_RE.match(line)
-            if m is None:
+            try:
+                minimum = float(m.group(1))
+            except (AttributeError, ValueError):
                 malformed(number, "minimum validation bpb", "'Minimum validation bpb: X.XXXXXX'")
-                continue
-            minimum = float(m.group(1))
         elif m := BATCH_RE.match(line):
-            batch = (int(_number(m.group(1))), int(m.group(2)))
+            try:
+                batch = (_count(m.group(1)), _count(m.group(2)))
+            except ValueError:
+                malformed(number, "batch size", "'Total batch size N => gradient accumulation steps: K'")
         elif m := TTT_RE.match(line):
             ttt.append(_parse_ttt(m))
         elif m := PARAM_RE.match(line):
-            params[m.group(1)] = int(_number(m.group(2)))
+            try:
+                params[m.group(1)] = _count(m.group(2))
+            except ValueError:
+                malformed(number, "parameter count", f"'{m.group(1)} : N'")
 
     if not evals:
         raise ExpspecError(f"training log {path}: no 'Step N | Validation bpb: X' line "
