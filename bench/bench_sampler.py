@@ -23,20 +23,15 @@ for --quick, which never overwrites a full run's figures).
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
-from expspec.kernels.atomic_io import write_json_atomic
-from expspec.kernels.models.pretrained import load_causal_lm
-from expspec.kernels.models.sampler import apply_chat_template, left_pad, sample
-
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import alternating, arguments, ratio, setup_threads, write_record  # noqa: E402
+from expspec.kernels.models.pretrained import load_causal_lm  # noqa: E402
+from expspec.kernels.models.sampler import apply_chat_template, left_pad, sample  # noqa: E402
 
 QUESTIONS = ["What is 7 + 5?", "What is 23 + 45?", "What is 81 - 36?", "What is 6 * 7?",
              "What is 12 * 13?", "What comes next: 2, 4, 6, 8, ?", "How many letters are in the word 'garden'?",
@@ -75,38 +70,21 @@ def run_generate(model, tok, prompts, n, tokens, seed, *, one_at_a_time=False, r
         return int(out[:, ids.shape[1]:].numel())
 
 
-def measure(methods: dict, repeats: int) -> dict[str, float]:
-    """tokens/s of each method: median over ``repeats`` rounds, methods alternating in each."""
-    speeds = {name: [] for name in methods}
-    for r in range(repeats):
-        order = list(methods) if r % 2 == 0 else list(reversed(methods))
-        for name in order:
-            start = time.perf_counter()
-            done = methods[name](r)
-            speeds[name].append(done / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in speeds.items()}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per sequence")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out-dir", default=str(ROOT / "reports" / "bench"))
     args = parser.parse_args()
     if args.quick:
-        args.prompts, args.samples, args.tokens = 2, 2, 4
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+        args.prompts, args.samples, args.tokens, args.repeats = 2, 2, 4, 2
+    threads = setup_threads(args)
     model, tok = load_causal_lm("smollm2-135m-instruct", device=args.device)
     prompts = [apply_chat_template(tok, QUESTIONS[i % len(QUESTIONS)]) for i in range(args.prompts)]
     n, t = args.samples, args.tokens
-    print(f"== sampler: SmolLM2-135M-Instruct on {args.device}, {torch.get_num_threads()} threads, "
-          f"{len(prompts)} prompts x {n} samples x {t} tokens, {args.repeats} repeats ==")
+    print(f"== sampler: SmolLM2-135M-Instruct on {args.device}, {threads} threads, "
+          f"{len(prompts)} prompts x {n} samples x {t} tokens, {args.repeats} repeats ==", flush=True)
     methods = {
         "ours": lambda r: run_ours(model, tok, prompts, n, t, seed=r),
         "generate_one_at_a_time": lambda r: run_generate(model, tok, prompts, n, t, r, one_at_a_time=True),
@@ -114,29 +92,16 @@ def main() -> None:
         "generate_batched_output_logits": lambda r: run_generate(model, tok, prompts, n, t, r, record=True),
     }
     methods["ours"](0)  # warm-up (first-call allocations), not timed
-    speed = measure(methods, args.repeats)
-    ratios = {
+    speed = alternating(methods, args.repeats)
+    references = {
         "batched_vs_one_at_a_time": ("generate_one_at_a_time", 3.0),
         "probs_vs_plain_batched_generate": ("generate_batched_plain", 0.91),
         "manual_loop_vs_generate_output_logits": ("generate_batched_output_logits", None),
     }
-    results = {}
-    for name, (reference, target) in ratios.items():
-        ratio = speed["ours"] / speed[reference]
-        shown = f" target >= {target}" if target else ""
-        print(f"{name}: {ratio:.2f}x (ours {speed['ours']:.1f} tok/s, reference {speed[reference]:.1f} tok/s){shown}")
-        results[name] = {"ratio": ratio, "ours_tok_per_s": speed["ours"], "reference": reference,
-                         "reference_tok_per_s": speed[reference], "target_min": target}
-    out_dir = Path(args.out_dir)
-    path = out_dir / f"{time.strftime('%Y-%m-%d')}.json"
-    record = json.loads(path.read_text()) if path.is_file() else {}
-    record["sampler_quick" if args.quick else "sampler"] = {
-        "ratios": results, "tok_per_s": speed, "quick": args.quick, "device": args.device,
-        "threads": torch.get_num_threads(), "machine": platform.platform(), "processor": platform.processor(),
-        "prompts": len(prompts), "samples": n, "tokens": t, "repeats": args.repeats,
-        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(path, record)
-    print(f"wrote {path}")
+    results = {name: ratio(name, speed["ours"], speed[reference], "tok/s", target_min=target, reference_name=reference)
+               for name, (reference, target) in references.items()}
+    write_record(args, "sampler", {"ratios": results, "tok_per_s": speed, "prompts": len(prompts), "samples": n,
+                                   "tokens": t}, device=args.device)
 
 
 if __name__ == "__main__":

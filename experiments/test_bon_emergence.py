@@ -153,6 +153,8 @@ def test_predictor_beats_majority(scale, bon_base_run, bon_analysis, bon_config,
     labels = [emergence_label(r, bon_config["emergence_tau"], bon_config["k_values"][-1]) for r in records]
     assert em["gate_run"] == "base" and base["groups"] == [r["id"] for r in records] and base["labels"] == labels, (
         "the gate's rows are not the base run's prompts with their labels")
+    assert len(set(labels)) == 2, (f"every base-run prompt has label {labels[0]} ({base['label_rule']}): "
+                                   f"no AUC to gate on")
     auc = float(roc_auc_score(labels, base["oof_probability"]))
     assert math.isclose(auc, base["auc"], abs_tol=1e-12)
     criterion.record("label", f"{base['label_rule']}: {base['positives']} of {base['rows']} base-run prompts")

@@ -153,12 +153,18 @@ def test_malformed_prompts_file(tmp_path, text, word):
         read_prompts(path, **FIELDS)
 
 
+HEADER = {"record": "header", "config": {"k_values": [1, 2]}, "model": "m", "seed": 0, "adapter": None}
+
+
 @pytest.mark.parametrize("lines, word", [
     ([], "first line must be the header"), (["{x"], "line 1: not valid JSON"),
     ([{"record": "header"}, {"record": "prompt"}], "no closing summary"),
-    ([{"record": "header"}, {"record": "prompt", "id": "a", "samples": [], "n": 2, "c": 0, "pass_at_k": {}},
+    ([HEADER, {"record": "prompt", "id": "a", "samples": [], "n": 2, "c": 0, "pass_at_k": {}, "tokens": 0,
+               "latency_s": 0.1, "diversity": {"unique_fraction": 0, "answer_entropy": 0, "mean_token_entropy": 0}},
       {"record": "summary"}], "n=2, c=0 do not match"),
-    ([{"record": "header"}, {"record": "prompt", "id": "a"}, {"record": "summary"}], "field 'samples'"),
+    ([HEADER, {"record": "prompt", "id": "a"}, {"record": "summary"}], "field 'samples'"),
+    ([{"record": "header"}, {"record": "prompt", "id": "a"}, {"record": "summary"}], "header field 'config'"),
+    ([dict(HEADER, config={"k_values": ["a"]}), {"record": "prompt"}, {"record": "summary"}], "config.k_values"),
     ([{"record": "what"}], "expected a header, prompt or summary record"),
 ])
 def test_malformed_run_file(tmp_path, lines, word):

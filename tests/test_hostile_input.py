@@ -317,10 +317,6 @@ def _without(record: int, key: str):
     return lambda records: records[record].pop(key)
 
 
-@pytest.mark.xfail(strict=True, reason="bon bug: read_run checks only the prompt records' id/samples/n/c/"
-                                       "pass_at_k; `bon analyze` then indexes the header's config.k_values, "
-                                       "adapter, model, seed and each prompt's diversity/latency_s/tokens unchecked "
-                                       "(KeyError, AttributeError, ValueError, TypeError tracebacks)")
 @pytest.mark.parametrize("edit", [
     _without(0, "config"), lambda r: r[0].update(adapter=[1]), lambda r: r[0]["config"].update(k_values=["a"]),
     _without(1, "diversity"), lambda r: r[1].update(latency_s="x")],
@@ -329,7 +325,7 @@ def test_bon_analyze_on_runs_read_run_accepts(edit, tmp_path):
     records = bon_run()
     edit(records)
     run = put(tmp_path, "run.jsonl", jsonl(records))
-    cli(["bon", "analyze", str(run), "--out", str(tmp_path / "out" / "summary.json")], tmp_path, [run])
+    assert cli(["bon", "analyze", str(run), "--out", str(tmp_path / "out" / "summary.json")], tmp_path, [run]) == 2
 
 
 @hostile(40)
@@ -677,8 +673,8 @@ def test_cli_tempnorm_and_corpus(data):
 @pytest.mark.parametrize("corpus", [b"\xff\xfe garbage", b"", None])
 def test_cli_stats_on_a_bad_corpus(corpus, tmp_path):
     spec = put(tmp_path, "corpus.txt", corpus)
-    cli(["lane-b", "stats", "--corpus", str(spec), "--out", str(tmp_path / "out" / "stats.json"),
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, [spec])
+    assert cli(["lane-b", "stats", "--corpus", str(spec), "--out", str(tmp_path / "out" / "stats.json"),
+                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, [spec]) == 2
 
 
 def test_cli_lane_b_step_on_a_garbage_work_dir(tmp_path):

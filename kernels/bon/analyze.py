@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from expspec.kernels.atomic_io import write_json_atomic
-from expspec.kernels.bon.collector import Run, read_run
+from expspec.kernels.bon.collector import DIVERSITY_KEYS, Run, read_run
 from expspec.kernels.bon.predict import write_predictions
 from expspec.kernels.bon.scoring import pass_at_k
 
@@ -30,7 +30,7 @@ def run_summary(run: Run, ids: Iterable[str] | None = None) -> dict:
     ks = [int(k) for k in run.header["config"]["k_values"]]
     curve = {str(k): float(np.mean([pass_at_k(int(r["n"]), int(r["c"]), k) for r in records])) for k in range(1, n + 1)}
     div = {key: float(np.mean([r["diversity"][key] for r in records]))
-           for key in ("unique_fraction", "answer_entropy", "mean_token_entropy")}
+           for key in DIVERSITY_KEYS}
     seconds = float(sum(r["latency_s"] for r in records))
     tokens = int(sum(r["tokens"] for r in records))
     return {"label": run.label, "run": run.path.name, "model": run.header["model"], "adapter": run.header["adapter"],

@@ -271,6 +271,9 @@ class Run:
         return adapter.get("name") or Path(adapter["path"]).name
 
 
+DIVERSITY_KEYS = ("unique_fraction", "answer_entropy", "mean_token_entropy")
+
+
 def read_run(path: str | Path) -> Run:
     """A run file: header, prompt records, summary; one error line naming file and line otherwise."""
     path = Path(path)
@@ -283,11 +286,27 @@ def read_run(path: str | Path) -> Run:
         raise ExpspecError(f"run file {path}: the first line must be the header record")
     if records[-1]["record"] != "summary" or len(records) < 3:
         raise ExpspecError(f"run file {path}: no closing summary record (an incomplete or foreign file)")
+    header = records[0]
+    for key, kinds in (("config", (dict,)), ("model", (str,)), ("seed", (int,)), ("adapter", (dict, type(None)))):
+        if key not in header or not isinstance(header[key], kinds) or isinstance(header[key], bool):
+            raise ExpspecError(f"run file {path} line 1: header field {key!r} missing or not "
+                               f"{' or '.join('null' if k is type(None) else k.__name__ for k in kinds)}")
+    ks = header["config"].get("k_values")
+    if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                     for k in ks):
+        raise ExpspecError(f"run file {path} line 1: header field 'config.k_values' is not a list of ints >= 1")
     prompts = records[1:-1]
+    number_kinds = (int, float)
     for number, row in enumerate(prompts, 2):
-        for key, kind in (("id", str), ("samples", list), ("n", int), ("c", int), ("pass_at_k", dict)):
-            if not isinstance(row.get(key), kind):
-                raise ExpspecError(f"run file {path} line {number}: field {key!r} missing or not {kind.__name__}")
+        for key, kind in (("id", (str,)), ("samples", (list,)), ("n", (int,)), ("c", (int,)), ("pass_at_k", (dict,)),
+                          ("diversity", (dict,)), ("latency_s", number_kinds), ("tokens", (int,))):
+            if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool):
+                raise ExpspecError(f"run file {path} line {number}: field {key!r} missing or not "
+                                   f"{' or '.join(k.__name__ for k in kind)}")
+        if not all(isinstance(row["diversity"].get(k), number_kinds) and not isinstance(row["diversity"].get(k), bool)
+                   for k in DIVERSITY_KEYS):
+            raise ExpspecError(f"run file {path} line {number}: field 'diversity' needs numbers "
+                               f"{', '.join(DIVERSITY_KEYS)}")
         if row["n"] != len(row["samples"]) or not 0 <= row["c"] <= row["n"]:
             raise ExpspecError(f"run file {path} line {number}: n={row['n']}, c={row['c']} do not match its "
                                f"{len(row['samples'])} samples")

@@ -90,6 +90,8 @@ def joint_distribution(left: np.ndarray, right: np.ndarray, vocab_size: int) -> 
     which is already CSR order: the row pointer is a cumulative count, nothing is re-sorted.
     Codes are 32-bit whenever V^2 fits (any V <= 65535): half the bytes to sort.
     """
+    if left.size == 0:
+        raise ExpspecError("correlation: no token pairs to count")
     code_type = np.uint32 if vocab_size * vocab_size <= 2**32 else np.int64
     codes = np.sort(left.astype(code_type) * code_type(vocab_size) + right.astype(code_type))
     starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))

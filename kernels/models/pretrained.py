@@ -15,6 +15,7 @@ Any other name is an HF hub id or a local directory, loaded with the ordinary
 
 from __future__ import annotations
 
+import json
 import hashlib
 import importlib.util
 import os
@@ -90,6 +91,21 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _identity_bytes(file: Path) -> bytes:
+    """A file's bytes, minus what names the library that wrote it: a config.json saved by
+    another transformers version is the same model."""
+    data = file.read_bytes()
+    if file.name in ("config.json", "generation_config.json"):
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return data
+        if isinstance(parsed, dict):
+            parsed.pop("transformers_version", None)
+            return json.dumps(parsed, sort_keys=True).encode()
+    return data
+
+
 def model_fingerprint(name: str) -> str:
     """What identifies the weights ``name`` loads (for cache keys and run records). A local
     directory (the shipped SmolLM2's cache included) or an HF id already in the local hub
@@ -113,7 +129,7 @@ def model_fingerprint(name: str) -> str:
         if file.suffix in WEIGHT_SUFFIXES:
             digest.update(rel + b"\0" + str(file.stat().st_size).encode() + b"\0")
         elif file.suffix in (".json", ".txt", ".model", ".jinja"):
-            digest.update(rel + b"\0" + file.read_bytes() + b"\0")
+            digest.update(rel + b"\0" + _identity_bytes(file) + b"\0")
     return "files:" + digest.hexdigest()[:16]
 
 

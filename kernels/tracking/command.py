@@ -77,7 +77,7 @@ def _json_numbers(path: Path) -> dict[str, float]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge numbers
         return {}
     if not isinstance(data, dict):
         return {}

@@ -41,6 +41,8 @@ def _jsonl_curves(path: Path) -> Curves:
     curves: Curves = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
+            if not line.strip():
+                continue  # a blank line does not end the log
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -92,6 +94,6 @@ def step_curves(path: str | Path) -> Curves:
         if b"\0" in head:
             return {}
         curves = _jsonl_curves(path) if head.lstrip().startswith(b"{") else _text_log_curves(path)
-    except (OSError, UnicodeDecodeError):
+    except (OSError, ValueError, OverflowError, RecursionError):  # an odd file has no curves, never a crash
         return {}
     return {name: sorted(dict(points).items()) for name, points in curves.items()}

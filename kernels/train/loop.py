@@ -264,7 +264,8 @@ def eval_and_checkpoint(tr: Trainer, state: TrainState, start_step: int) -> None
     if (tr.master and tr.out_dir is not None and cfg.checkpoint_every > 0 and 0 < step < tr.horizon
             and step != start_step and step % cfg.checkpoint_every == 0):
         save_checkpoint(tr, state, tr.out_dir / f"checkpoint_{step:05d}.pt")
-        for old in sorted(tr.out_dir.glob("checkpoint_[0-9]*.pt"))[:-cfg.keep_checkpoints]:
+        kept = sorted(tr.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda f: int(f.stem.split("_")[1]))
+        for old in kept[:-cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)  # the newest keep_checkpoints stay: disk stays bounded
 
 
