@@ -19,7 +19,6 @@ always fails. Never a silent pass.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from expspec.kernels.review import check_review as core_check_review, reviewed_gate
@@ -37,7 +36,7 @@ def alpha_gate(alpha: float, alpha_ci, alpha_min: float, alpha_max: float, revie
                fingerprint: str | None) -> dict:
     """{passed, verdict, message, review}: the gate for this alpha and stats fingerprint."""
     ci = f" [{alpha_ci[0]:.3f}, {alpha_ci[1]:.3f}]" if alpha_ci else ""
-    passed = math.isfinite(alpha) and alpha_plausible(alpha, alpha_min, alpha_max)
+    passed = alpha_plausible(alpha, alpha_min, alpha_max)  # nan: not plausible (the core fails it first)
     flagged = f"alpha={alpha:.4f}{ci} outside [{alpha_min}, {alpha_max}]: flag for manual review"
     return reviewed_gate("alpha", alpha, passed, flagged, review, fingerprint, "lane_b.alpha_review", FORM_KEY,
                          fingerprint_label="stats fingerprint", not_a_number=": the statistics failed")
