@@ -254,6 +254,56 @@ def test_calibration_under_torchrun_matches_one_process(tmp_path, corpus_file):
     assert [p["value"] for p in points_ddp] == pytest.approx([p["value"] for p in points_single], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_calibration_across_two_nodes_matches_one_process(tmp_path, corpus_file):
+    """lane_b.nnodes=2: this machine is node 0 (rendezvous at rdzv_endpoint) and node_launcher
+    starts node 1 (here "{command}": a second torchrun agent on localhost, as ssh/srun would on
+    another machine); 2 nodes x 1 process train like one process on the same global batch."""
+    from test_ddp import free_port
+
+    sets = ("lane_b.calib_iters=6", "lane_b.eval_every=6", "lane_b.device_batch_size=2")
+    single = lane(tmp_path / "one", corpus_file, *sets)
+    nodes = lane(tmp_path / "two", corpus_file, *sets, "lane_b.nnodes=2", f"lane_b.rdzv_endpoint=127.0.0.1:{free_port()}",
+                 "lane_b.node_launcher={command}")
+    (one,), (two,) = step_calibrate(single), step_calibrate(nodes)
+    assert two["run_id"] == one["run_id"]  # process layout is not part of the run
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["final_val_bpb"] == pytest.approx(one["final_val_bpb"], abs=1e-4)
+    assert [s for s, _ in two["evals"]] == [s for s, _ in one["evals"]]
+    run = nodes.work_dir / "runs" / two["run_id"]
+    head, node1 = (run / "torchrun.log").read_text(), (run / "torchrun-node1.log").read_text()
+    assert "--nnodes=2 --node-rank=0" in head.splitlines()[0] and "--node-rank=1" in node1.splitlines()[0]
+    assert (run / "train.log").read_text().count("Validation bpb") == len(one["evals"])  # rank 0 alone logs
+    points = step_calibration_points(nodes)["points"]
+    assert [p["value"] for p in points] == pytest.approx([p["value"] for p in step_calibration_points(single)["points"]],
+                                                         abs=1e-4)
+
+
+def test_a_node_that_cannot_start_stops_the_run_with_one_line(tmp_path, corpus_file):
+    """node 1's launcher fails (ssh to a dead host, say): node 0 is not left waiting at the
+    rendezvous; the run fails at once naming the node and its log, and no run.json is kept."""
+    from test_ddp import free_port
+
+    lb = lane(tmp_path, corpus_file, "lane_b.calib_iters=6", "lane_b.nnodes=2",
+              f"lane_b.rdzv_endpoint=127.0.0.1:{free_port()}", "lane_b.node_launcher=exit 3 # {command}")
+    with pytest.raises(ExpspecError, match=r"node 1 exited 3; see .*torchrun-node1\.log"):
+        step_calibrate(lb)
+    assert not list((lb.work_dir / "runs").glob("*/run.json"))
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["lane_b.nnodes=2", "lane_b.node_launcher={command}"], "lane_b.rdzv_endpoint: .*expected HOST:PORT"),
+    (["lane_b.nnodes=2", "lane_b.rdzv_endpoint=node0:99999", "lane_b.node_launcher={command}"], "expected HOST:PORT"),
+    (["lane_b.nnodes=2", "lane_b.rdzv_endpoint=node0:29500"], "lane_b.node_launcher: 2 nodes need"),
+    (["lane_b.nnodes=2", "lane_b.rdzv_endpoint=node0:29500", "lane_b.node_launcher={command}",
+      "lane_b.backend=nanochat"], "nanochat_command"),
+    (["lane_b.nnodes=0"], "lane_b.nnodes: expected >= 1"),
+])
+def test_multi_node_knobs_are_checked_before_anything_runs(sets, message):
+    with pytest.raises(ExpspecError, match=message):
+        resolve_config(None, sets, environ={})
+
+
 def test_rescore_reads_the_nan_strings_run_json_stores():
     from expspec.kernels.lane_b.pipeline import rescore
 

@@ -71,6 +71,12 @@ KNOBS: dict[str, Any] = {
     "backend": "builtin",  # builtin | nanochat
     # builtin runs under torchrun (DDP) on this machine when > 1; 1 = one plain process
     "nproc_per_node": 1,
+    # several machines: this one is node 0 and hosts the rendezvous at rdzv_endpoint (HOST:PORT);
+    # node_launcher starts node 1..nnodes-1 of each run, e.g. "ssh node{node_rank} cd {cwd} && {command}"
+    # or "srun --nodes=1 --ntasks=1 --relative={node_rank} {command}" (a shared filesystem)
+    "nnodes": 1,
+    "rdzv_endpoint": "",
+    "node_launcher": "",
     "nanochat_dir": "",
     "nanochat_command": (
         "torchrun --standalone --nproc_per_node=8 -m scripts.base_train --depth={depth} "
@@ -133,6 +139,27 @@ def validate(table: Mapping[str, Any]) -> None:
     check_statistics(table)
     if table["nproc_per_node"] < 1:
         raise ExpspecError(f"lane_b.nproc_per_node: expected >= 1, got {table['nproc_per_node']}")
+    check_nodes(table)
+
+
+def check_nodes(table: Mapping[str, Any]) -> None:
+    """Several machines: a rendezvous endpoint and a launcher for the other nodes."""
+    if table["nnodes"] < 1:
+        raise ExpspecError(f"lane_b.nnodes: expected >= 1, got {table['nnodes']}")
+    if table["nnodes"] == 1:
+        return
+    if table["backend"] != "builtin":
+        raise ExpspecError("lane_b.nnodes: the built-in trainer's setting; nanochat's launch lives in "
+                           "lane_b.nanochat_command")
+    from expspec.kernels.train.torchrun import split_endpoint
+
+    try:
+        split_endpoint(table["rdzv_endpoint"])
+    except ExpspecError as err:
+        raise ExpspecError(f"lane_b.rdzv_endpoint: {err}") from None
+    if "{command}" not in table["node_launcher"]:
+        raise ExpspecError(f"lane_b.node_launcher: {table['nnodes']} nodes need a command template with {{command}} "
+                           "that starts a run on node {node_rank}, e.g. 'ssh node{node_rank} cd {cwd} && {command}'")
 
 
 FAMILY = Family(
@@ -142,6 +169,6 @@ FAMILY = Family(
     choices=CHOICES,
     validate=validate,
     seed_env_prefix="LANE_B_",
-    free_text=("alpha_review.by", "alpha_review.reason", "work_dir"),
+    free_text=("alpha_review.by", "alpha_review.reason", "work_dir", "rdzv_endpoint", "node_launcher"),
     cli="expspec.kernels.lane_b.cli:add_commands",
 )

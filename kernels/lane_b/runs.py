@@ -80,7 +80,7 @@ class LaneB:
         """What a training run depends on besides its seed and length: the trainer knobs, the
         data (the corpus split's fingerprint, not just its name), the backend, and for the
         built-in trainer the source of the training code (its import closure), so a trainer
-        fix never reuses a run the old code trained. Process layout (nproc_per_node)
+        fix never reuses a run the old code trained. Process layout (nproc_per_node, nnodes)
         is not part of it: DDP trains the same run."""
         from expspec.kernels.run_cache import code_fingerprint
 
@@ -149,11 +149,13 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
     else:
         cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
         lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
-        if lb.lane_b["nproc_per_node"] > 1:  # DDP under torchrun
+        if lb.lane_b["nproc_per_node"] > 1 or lb.lane_b["nnodes"] > 1:  # DDP under torchrun
             from expspec.kernels.train.torchrun import launch_run, write_tokens
 
             data = write_tokens(lb.path("data"), lb.data.train, lb.data.val, lb.data.token_bytes)
-            summary = launch_run(cfg, data, out, lb.lane_b["nproc_per_node"], run_id=run_id)
+            summary = launch_run(cfg, data, out, lb.lane_b["nproc_per_node"], nnodes=lb.lane_b["nnodes"],
+                                 rdzv_endpoint=lb.lane_b["rdzv_endpoint"], run_id=run_id,
+                                 node_launcher=lb.lane_b["node_launcher"])
         else:
             from expspec.kernels.train.loop import train
 

@@ -7,10 +7,15 @@ field) and its token file (``.npz``: train, val, token_bytes) and calls
     torchrun --standalone --nproc-per-node K -m expspec.kernels.train.launch \\
         --config launch.json --data tokens.npz --out-dir runs/<id>
 
-(or, for several machines, ``--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT
---rdzv-id <run id>``, the same command on every machine). Each rank trains its share
-of every step's windows; rank 0 evaluates, logs (train.log, the same format as a
-single process) and writes result.json, which comes back as a RunSummary.
+(or, for several machines, ``--nnodes N --node-rank R --master-addr HOST --master-port PORT``:
+this machine is node 0 and hosts the rendezvous at ``rdzv_endpoint``; ``node_launcher``, a
+command template such as ``ssh node{node_rank} cd {cwd} && {command}`` or
+``srun --nodes=1 --ntasks=1 --relative={node_rank} {command}``, starts node 1..N-1's share
+of the same run, reading the same launch.json and token file — a shared filesystem, as
+multi-node training has). Each rank trains its share of every step's windows; global
+rank 0 (on this machine) evaluates, logs (train.log, the same format as a single process)
+and writes result.json, which comes back as a RunSummary. If any node's process fails,
+the others are stopped, so a lost node never leaves the run waiting at a rendezvous.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,31 +52,104 @@ def write_tokens(folder: Path, train, val, token_bytes) -> Path:
 
 
 def torchrun_command(config: Path, data: Path, out_dir: Path, nproc_per_node: int, nnodes: int = 1,
-                     rdzv_endpoint: str = "", run_id: str = "") -> list[str]:
+                     rdzv_endpoint: str = "", node_rank: int = 0) -> list[str]:
+    """The torchrun command line of one node of a run (static rendezvous: node 0 is rank 0's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    placement = (["--standalone"] if nnodes == 1 else
-                 [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
-                  f"--rdzv-id={run_id or 'expspec'}"])
+    if nnodes == 1:
+        placement = ["--standalone"]
+    else:
+        host, port = split_endpoint(rdzv_endpoint)
+        placement = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={host}",
+                     f"--master-port={port}"]
     return [sys.executable, "-m", "torch.distributed.run", *placement, f"--nproc-per-node={nproc_per_node}",
             "-m", "expspec.kernels.train.launch", "--config", str(config), "--data", str(data),
             "--out-dir", str(out_dir), "--threads", str(max(1, cores // nproc_per_node))]
 
 
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port), or a one-line error."""
+    host, sep, port = str(endpoint).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExpspecError(f"rendezvous endpoint {endpoint!r}: expected HOST:PORT (node 0's address and a free port)")
+    return host, int(port)
+
+
+def node_command(template: str, node_rank: int, command: list[str]) -> str:
+    """Node ``node_rank``'s shell command: the launcher template filled with its torchrun line."""
+    fields = dict(node_rank=node_rank, command=shlex.join(command), cwd=shlex.quote(os.getcwd()))
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ExpspecError(f"node launcher {template!r}: bad placeholder {exc} (known: {', '.join(fields)})") from None
+
+
 def launch_run(cfg: TrainConfig, data: Path, out_dir: Path, nproc_per_node: int, nnodes: int = 1,
-               rdzv_endpoint: str = "", run_id: str = "") -> RunSummary:
-    """One training run under torchrun; its RunSummary (rank 0's result.json)."""
+               rdzv_endpoint: str = "", run_id: str = "", node_launcher: str = "") -> RunSummary:
+    """One training run under torchrun; its RunSummary (rank 0's result.json). With
+    ``nnodes`` > 1 this machine is node 0 and ``node_launcher`` starts the other nodes."""
     out_dir = Path(out_dir)
+    if nnodes > 1 and "{command}" not in node_launcher:
+        raise ExpspecError(f"node launcher {node_launcher!r}: a run on {nnodes} nodes needs a command template "
+                           "with {command} that starts it on node {node_rank} (e.g. 'ssh node{node_rank} {command}')")
     out_dir.mkdir(parents=True, exist_ok=True)
     # NaN stays a JSON NaN literal here (not the "nan" string of reports): TrainConfig reads floats
     config = write_text_atomic(out_dir / "launch.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-    command = torchrun_command(config, data, out_dir, nproc_per_node, nnodes, rdzv_endpoint, run_id)
-    env = {**os.environ, "OMP_NUM_THREADS": command[-1]}
-    with open(out_dir / "torchrun.log", "w", encoding="utf-8") as handle:
-        handle.write(" ".join(command) + "\n")
-        handle.flush()
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    nodes = [torchrun_command(config, data, out_dir, nproc_per_node, nnodes, rdzv_endpoint, rank)
+             for rank in range(nnodes)]
+    env = {**os.environ, "OMP_NUM_THREADS": nodes[0][-1]}
+    procs, logs = [], []
+    try:
+        for rank, command in enumerate(nodes):
+            log = open(out_dir / ("torchrun.log" if rank == 0 else f"torchrun-node{rank}.log"), "w", encoding="utf-8")
+            logs.append(log)
+            argv = command if rank == 0 else ["/bin/sh", "-c", node_command(node_launcher, rank, command)]
+            log.write((" ".join(command) if rank == 0 else argv[-1]) + "\n")
+            log.flush()
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+        codes, first = _wait_all(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
     result = out_dir / "result.json"
-    if proc.returncode not in (0, 1) or not result.is_file():  # 1 = trained, but the run failed (NaN)
-        raise ExpspecError(f"torchrun run {run_id or out_dir.name} exited {proc.returncode}; "
-                           f"see {out_dir / 'torchrun.log'}")
+    failed = any(code not in (0, 1) for code in codes)  # 1 = trained, but the run failed (NaN)
+    if failed or not result.is_file():
+        rank = first if first is not None else 0
+        raise ExpspecError(f"torchrun run {run_id or out_dir.name}: node {rank} exited {codes[rank]}; see "
+                           f"{out_dir / ('torchrun.log' if rank == 0 else f'torchrun-node{rank}.log')}")
     return RunSummary.from_dict(read_json(result, "run result"))
+
+
+def _wait_all(procs: list[subprocess.Popen], grace_s: float = 60.0,
+              poll_s: float = 0.2) -> tuple[list[int], int | None]:
+    """Every process's exit code, and the node that failed first on its own (None if none
+    did; the nodes stopped here are not it). A node that could not run (exit >= 2: ssh, a missing
+    command, a signal) stops the others at once; after an exit 1 (a failed worker, or a
+    run trained to NaN, when every node ends anyway) the others get ``grace_s`` to finish.
+    So no node waits at a rendezvous or a collective for a dead one."""
+    deadline, first = None, None
+    while True:
+        codes = [proc.poll() for proc in procs]
+        if first is None:
+            first = next((rank for rank, code in enumerate(codes) if code not in (None, 0)), None)
+        if all(code is not None for code in codes):
+            return codes, first
+        if any(code is not None and (code < 0 or code >= 2) for code in codes):
+            deadline = time.monotonic()
+        elif deadline is None and 1 in codes:
+            deadline = time.monotonic() + grace_s
+        if deadline is not None and time.monotonic() >= deadline:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            return [proc.returncode for proc in procs], first
+        time.sleep(poll_s)
