@@ -4,7 +4,7 @@
 steps one by one, the fixtures run them all, a file from a real GPU run drops in).
 ``train_run`` trains one run into ``runs/<run_id>/`` and keeps its RunSummary as
 ``run.json``: a finished run is never trained again, so a killed pipeline resumes, and
-an unfinished one starts over in a clean folder. Run ids hash the whole training
+an unfinished one resumes from its last mid-run checkpoint, or starts over in a clean folder. Run ids hash the whole training
 recipe, so a reused work dir never mixes configs.
 """
 
@@ -136,19 +136,26 @@ def _train_config(lb: LaneB, seed: int, **overrides):
 def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan"), **overrides) -> dict:
     """One training run (builtin or nanochat) -> its RunSummary as a dict, kept in
     runs/<run_id>/run.json. A finished run (its run.json exists) is never trained again;
-    an unfinished one (killed mid-run) starts over in a clean folder."""
+    an unfinished one (killed mid-run) resumes from the last checkpoint it wrote
+    (lane_b.checkpoint_every), else starts over in a clean folder."""
     out = lb.path("runs") / run_id
     done = out / "run.json"
     if done.is_file():
         return read_run_summary(done)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if lb.lane_b["backend"] == "nanochat":  # the backend word is checked when the config is resolved
+    builtin = lb.lane_b["backend"] == "builtin"  # the backend word is checked when the config is resolved
+    resume = last_checkpoint(out) if builtin and out.is_dir() else None
+    if resume is None:  # nothing to pick up: the killed attempt starts over in a clean folder
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+    else:
+        overrides = {**overrides, "resume_from": str(resume)}
+    if not builtin:
         summary = _nanochat_run(lb, run_id, seed, threshold, out, **overrides)
     else:
         cfg = _train_config(lb, seed, target_threshold=threshold, **overrides)
-        lb.log(f"[lane-b] train {run_id}: {cfg.num_iterations if cfg.num_iterations > 0 else 'ratio ' + str(cfg.target_param_data_ratio)}")
+        length = cfg.num_iterations if cfg.num_iterations > 0 else f"ratio {cfg.target_param_data_ratio}"
+        lb.log(f"[lane-b] train {run_id}: {length}" + (f", resumed from {resume.name}" if resume else ""))
         if lb.lane_b["nproc_per_node"] > 1 or lb.lane_b["nnodes"] > 1:  # DDP under torchrun
             from expspec.kernels.train.torchrun import launch_run, write_tokens
 
@@ -166,6 +173,14 @@ def train_run(lb: LaneB, run_id: str, seed: int, threshold: float = float("nan")
     summary.train_losses = []  # the log has them; run.json stays small
     write_json_atomic(done, summary.to_dict())
     return read_run_summary(done)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The latest mid-run checkpoint a killed run left in its folder (written atomically, so
+    one that exists is whole), or None."""
+    found = [(int(f.stem.split("_")[1]), f) for f in out.glob("checkpoint_[0-9]*.pt")
+             if f.stem.split("_")[1].isdigit()]
+    return max(found)[1] if found else None
 
 
 def read_run_summary(path: Path) -> dict:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -191,8 +192,10 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
     opt = build_optimizer(cfg, model)
     cuda = device.type == "cuda"
     state = TrainState(notes=[f"timing medians exclude the first {WARMUP_STEPS_EXCLUDED} steps"])
+    log_bytes = None  # train.log's length when the checkpoint was written
     if cfg.resume_from:
         saved = load_checkpoint(cfg.resume_from, cfg, device)
+        log_bytes = saved.get("log_bytes")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"].cpu())
@@ -215,8 +218,15 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
     if tr.master and tr.out_dir is not None:
         tr.out_dir.mkdir(parents=True, exist_ok=True)
         # a resumed run appends to its log; a fresh one starts it over (a killed attempt's
-        # lines would otherwise read as a restart)
-        tr.log_file = open(tr.out_dir / "train.log", "a" if cfg.resume_from else "w", encoding="utf-8")
+        # lines would otherwise read as a restart). Resuming from a checkpoint of this very
+        # folder (a killed run picked up again), the lines the killed attempt logged after
+        # that checkpoint are cut first: the log reads as one attempt, every step once.
+        log_path = tr.out_dir / "train.log"
+        if (cfg.resume_from and isinstance(log_bytes, int) and log_path.is_file()
+                and Path(cfg.resume_from).resolve().parent == tr.out_dir.resolve()
+                and log_path.stat().st_size >= log_bytes):
+            os.truncate(log_path, log_bytes)
+        tr.log_file = open(log_path, "a" if cfg.resume_from else "w", encoding="utf-8")
     _log_header(tr, vocab_size, rows_per_micro)
     return tr, state
 
@@ -246,7 +256,8 @@ def save_checkpoint(tr: Trainer, state: TrainState, path: Path) -> str:
 
     write_checkpoint(path, {"format": CHECKPOINT_FORMAT, "config": tr.cfg.to_dict(), "step": state.step,
                             "model": tr.model.state_dict(), "optimizer": tr.opt.state_dict(),
-                            "rng": torch.get_rng_state(), "state": state.to_dict()})
+                            "rng": torch.get_rng_state(), "state": state.to_dict(),
+                            "log_bytes": tr.log_file.tell() if tr.log_file is not None else None})
     return str(path)
 
 
