@@ -13,5 +13,8 @@ Read top-down: ``config`` (the knobs), ``qa_data`` (the generated extractive QA 
 ``squad`` (EM/F1 and the eval aggregates), ``schedules`` (scheduled sampling,
 first-token weight, LR), ``diagnostics`` (the per-step and per-epoch logs and their
 analysis) and ``cli`` (``expspec qa score``, ``expspec hero data|analyze|monitor``).
-The training (latent prefix encoder, Stage A/B, LoRA) builds on these.
+The training builds on these: ``latent`` and ``model`` (prefix, decoder, LoRA), ``stages``
+(Stage A/B, eval), ``checkpoints`` (loading one, a user's ``resume_from`` included), ``ddp``
+and ``launch`` (a stage under torchrun), ``checklist`` and ``ladder`` (the plan's phase
+ladder); ``availability`` says whether hero's HF model and dataset can be had here.
 """

@@ -36,7 +36,7 @@ KNOBS: dict[str, Any] = {
     "stage_b_epochs": 10,
     "eval_samples": 1000,  # eval questions (unseen people)
     # --- optimisation ---
-    "batch_size": 32,  # per micro-batch
+    "batch_size": 32,  # per micro-batch (under torchrun: the global one, split over the ranks)
     "grad_accum": 10,  # micro-batches per optimizer step
     "lr": 5e-5,  # Stage A peak learning rate
     "lr_schedule": "constant",  # constant | cosine (lr -> lr_min; the ladder's Phase 2 C tries it)
@@ -81,6 +81,10 @@ KNOBS: dict[str, Any] = {
     "ladder_epochs_factor": 2,  # B: x stage_b_epochs (the plan's 8 -> 16)
     "ladder_lr": 5e-5,  # C: cosine LR from this to lr_min (the plan's 5e-5 -> 1e-6)
     "work_dir": "",  # "" = <reports-dir>/work/<recipe key>
+    # --- resuming a proven Stage A, and the process layout ---
+    "resume_from": "",  # a Stage A checkpoint (train_stage's stage_a.pt): Stage B / every rung starts from it
+    "resume_optimizer": False,  # also load that checkpoint's AdamW state for the prefix (when it has one)
+    "nproc_per_node": 1,  # processes per training stage: > 1 = DDP under torchrun; 0 = one per visible GPU
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -95,16 +99,16 @@ _POSITIVE = ("latent_len", "d_z", "qa_max_facts", "stage_a_samples", "stage_b_sa
              "max_new_tokens", "log_every", "eval_every", "ladder_first_token_weight",
              "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm")
 _NON_NEGATIVE = ("qa_seed", "lr_min", "first_token_weight", "kce_weight", "kd_weight", "lora_layers",
-                 "epoch_samples", "min_f1_nonzero_examples", "min_peak_first_acc", "min_mean_f1")
+                 "nproc_per_node", "epoch_samples", "min_f1_nonzero_examples", "min_peak_first_acc", "min_mean_f1")
 _FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lr_warmup_frac", "lora_dropout",
               "min_final_over_peak",
               "max_repetition_rate")
 
 
-def _is_dir(path: str) -> bool:
+def _exists(path: str, kind: str = "dir") -> bool:
     try:
-        return Path(path).is_dir()
-    except OSError:  # a name too long to look up is no folder
+        return Path(path).is_dir() if kind == "dir" else Path(path).is_file()
+    except OSError:  # a name too long to look up is no folder (and no file)
         return False
 
 
@@ -128,8 +132,11 @@ def validate(table: Mapping[str, Any]) -> None:
         raise ExpspecError(f"hero.min_prior_margin: expected a mean-F1 difference in [-1, 1], "
                            f"got {table['min_prior_margin']}")
     source = table["qa_dataset"]
-    if not isinstance(source, str) or not (source == "generated" or source.startswith("hf:") or _is_dir(source)):
+    if not isinstance(source, str) or not (source == "generated" or source.startswith("hf:") or _exists(source)):
         raise ExpspecError(f"hero.qa_dataset: expected {QA_SOURCES}, got {source!r}")
+    resume = table["resume_from"]
+    if resume and not _exists(resume, "file"):
+        raise ExpspecError(f"hero.resume_from {resume}: file not found (expected a Stage A checkpoint, stage_a.pt)")
     check_sampling_schedule(table["ss_schedule"], table["ss_k"], table["ss_c"], table["ss_eps_min"], "hero.ss_")
 
 
@@ -139,6 +146,6 @@ FAMILY = Family(
     knobs=KNOBS,
     choices=CHOICES,
     validate=validate,
-    free_text=("work_dir",),
+    free_text=("work_dir", "resume_from"),  # resume_from: its content fingerprint keys the ladder
     cli="expspec.kernels.hero.cli:add_commands",
 )

@@ -18,6 +18,12 @@ Rung folders hold diagnostics (Stage A's records, then the rung's), eval files, 
 checkpoint and ``result.json``; ``ladder.json`` lists the rungs (delta, checklist, decision,
 wall time). A rung without ``result.json`` (killed) is cleared and rerun; finished rungs are
 read back, so a warm rerun loads no model at all.
+
+``hero.resume_from``: a user's proven Stage A checkpoint replaces our Stage A (copied into
+``resumed-<digest>/``, its shape checked before anything trains). Keys hold what the knobs'
+names do not say (``input_fingerprints``): the decoder's and encoder's files, a dataset
+folder's train.json/dev.json, the resumed checkpoint's bytes. ``hero.nproc_per_node`` > 1
+trains each stage under torchrun (``launch``); the process layout is not part of a key.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +49,10 @@ NOT_STAGE_A = frozenset({"stage_b_samples", "stage_b_epochs", "ss_schedule", "ss
                          "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers", "lora_lr",
                          "min_peak_first_acc", "min_final_over_peak", "min_f1_nonzero_examples", "min_mean_f1",
                          "max_grad_norm", "max_repetition_rate", "min_prior_margin", "work_dir",
-                         "ladder_first_token_weight", "ladder_epochs_factor", "ladder_lr"})
+                         "ladder_first_token_weight", "ladder_epochs_factor", "ladder_lr", "resume_optimizer",
+                         "resume_from", "nproc_per_node"})
+# Never in a key: where things go, the checkpoint's path (its bytes are), the process layout.
+NOT_IN_KEYS = frozenset({"work_dir", "resume_from", "nproc_per_node"})
 PHASE2 = ("phase2_first_token_weight", "phase2_more_epochs", "phase2_cosine_lr")
 PHASE3 = "phase3_scheduled_sampling"
 RUNGS = ("phase1", *PHASE2, PHASE3)
@@ -84,6 +94,31 @@ def _digest(values: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def input_fingerprints(cfg: Mapping[str, Any]) -> dict:
+    """What a name does not pin down: the decoder's and encoder's files (``model_fingerprint``),
+    a dataset folder's train.json and dev.json, and a resumed checkpoint, by content."""
+    from expspec.kernels.models.pretrained import model_fingerprint
+    from expspec.kernels.provenance import file_fingerprint
+
+    out = {"decoder_files": model_fingerprint(cfg["decoder_model"]),
+           "encoder_files": model_fingerprint(cfg["encoder_model"])}
+    source = cfg["qa_dataset"]
+    if source != "generated" and not source.startswith("hf:"):
+        out["qa_files"] = {name: file_fingerprint(Path(source) / name) for name in ("train.json", "dev.json")}
+    if cfg["resume_from"]:
+        out["resume_from"] = file_fingerprint(cfg["resume_from"])
+    return out
+
+
+def processes(nproc_per_node: int, device: str) -> int:
+    """Processes per stage: the knob, or (0) one per visible CUDA device on a CUDA run."""
+    if nproc_per_node > 0:
+        return nproc_per_node
+    import torch
+
+    return max(1, torch.cuda.device_count()) if str(device).startswith("cuda") else 1
+
+
 class HeroLadder:
     """One recipe's Stage A and ladder under ``root`` (models and data loaded only if needed)."""
 
@@ -92,15 +127,20 @@ class HeroLadder:
         from expspec.kernels.run_cache import code_fingerprint
 
         self.cfg, self.seed, self.device, self.log = dict(cfg), seed, device, log
+        self.resume = Path(self.cfg["resume_from"]) if self.cfg["resume_from"] else None
+        self.nproc = processes(self.cfg["nproc_per_node"], device)
         # Stage A: the training code and knobs it reads (not the checklist's), the size of the
-        # generated set (its questions depend on it), the device type (fp32 on CPU, bf16 on CUDA)
+        # generated set (its questions depend on it), the device type (fp32 on CPU, bf16 on CUDA),
+        # the model and data files; a resumed Stage A: the checkpoint's bytes
+        self.inputs = input_fingerprints(self.cfg)
         train_code = code_fingerprint(["expspec.kernels.hero.stages"])["hash"]
         code = code_fingerprint(["expspec.kernels.hero.ladder"])["hash"]
         stage_a_knobs = {k: v for k, v in self.cfg.items() if k not in NOT_STAGE_A}
-        context = {"seed": seed, "device": str(device).split(":")[0],
+        context = {"seed": seed, "device": str(device).split(":")[0], **self.inputs,
                    "n_train": max(self.cfg["stage_a_samples"], self.cfg["stage_b_samples"])}
-        self.stage_a_dir = root / f"stage_a-{_digest({**stage_a_knobs, **context, 'code': train_code})}"
-        ladder_knobs = {k: v for k, v in self.cfg.items() if k != "work_dir"}
+        stage_a_name = "resumed" if self.resume else "stage_a"
+        self.stage_a_dir = root / f"{stage_a_name}-{_digest({**stage_a_knobs, **context, 'code': train_code})}"
+        ladder_knobs = {k: v for k, v in self.cfg.items() if k not in NOT_IN_KEYS}
         self.dir = root / f"ladder-{_digest({**ladder_knobs, **context, 'code': code})}"
         self._models = self._train = self._evals = None
 
@@ -120,31 +160,85 @@ class HeroLadder:
                 self._evals = prepare(self._models, evals)
         return self._models, self._train, self._evals
 
+    def _release(self) -> None:
+        """Free this process's models before a torchrun job loads its own."""
+        if self._models is not None:
+            import gc
+
+            import torch
+
+            self._models = self._train = self._evals = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     def _latent(self, checkpoint: Path | None = None):
+        """(a fresh prefix from the seed, or one loaded from ``checkpoint``; the checkpoint's state or None)."""
+        from expspec.kernels.hero.checkpoints import load_stage
         from expspec.kernels.hero.model import build_latent
-        from expspec.kernels.hero.stages import load_stage
 
         models, _, _ = self._load()
         latent = build_latent(models, self.cfg, self.seed)
-        if checkpoint is not None:
-            load_stage(models, latent, checkpoint, self.cfg)
-        return latent
+        state = load_stage(models, latent, checkpoint, self.cfg) if checkpoint is not None else None
+        return latent, state
+
+    def _optimizer_state(self, state: dict) -> dict | None:
+        if not self.cfg["resume_optimizer"]:
+            return None
+        if "optimizer" not in state:
+            self.log(f"hero: no optimizer state in {self.stage_a_dir / 'stage_a.pt'}: Stage B starts a fresh AdamW")
+        return state.get("optimizer")
 
     # --- Stage A, the text baseline, a rung -------------------------------------------------
     def stage_a(self) -> dict:
         done = self.stage_a_dir / "stage_a.json"
         if done.is_file() and (self.stage_a_dir / "stage_a.pt").is_file():
             return read_json(done)
-        from expspec.kernels.hero.stages import train_stage
-
         shutil.rmtree(self.stage_a_dir, ignore_errors=True)
         self.stage_a_dir.mkdir(parents=True)
-        models, train, evals = self._load()
-        self.log(f"hero: Stage A ({self.stage_a_dir.name})")
-        with progress.stage("hero stage A"):
-            result = train_stage("A", models, self._latent(), train, evals, self.cfg, self.stage_a_dir, self.seed)
+        if self.resume is not None:
+            result = self._resumed_stage_a()
+        elif self.nproc > 1:
+            from expspec.kernels.hero.launch import launch_stage
+
+            self._release()
+            self.log(f"hero: Stage A ({self.stage_a_dir.name}) under torchrun, {self.nproc} processes")
+            result = launch_stage(self._job("A", self.cfg, self.stage_a_dir), self.nproc)
+        else:
+            from expspec.kernels.hero.stages import train_stage
+
+            models, train, evals = self._load()
+            self.log(f"hero: Stage A ({self.stage_a_dir.name})")
+            with progress.stage("hero stage A"):
+                result = train_stage("A", models, self._latent()[0], train, evals, self.cfg, self.stage_a_dir,
+                                     self.seed)
         write_json_atomic(done, result)
         return result
+
+    def _resumed_stage_a(self) -> dict:
+        """The user's Stage A: copied (its fingerprint checked again), its shape checked against
+        this config's prefix before anything trains; no Stage A diagnostics of ours."""
+        from expspec.kernels.provenance import file_fingerprint
+
+        _, state = self._latent(self.resume)  # one line naming the file and the field when the shape differs
+        if state.get("stage") != "A" or "lora" in state:
+            raise ExpspecError(f"hero.resume_from {self.resume}: a Stage {state.get('stage')} checkpoint; "
+                               f"expected a Stage A one (stage_a.pt)")
+        copy_to, tmp = self.stage_a_dir / "stage_a.pt", self.stage_a_dir / ".stage_a.pt.tmp"
+        shutil.copyfile(self.resume, tmp)
+        if file_fingerprint(tmp) != self.inputs["resume_from"]:
+            raise ExpspecError(f"hero.resume_from {self.resume}: the file changed since this ladder started")
+        os.replace(tmp, copy_to)
+        for name in ("diagnostics.jsonl", "diagnostics_epoch.jsonl"):
+            (self.stage_a_dir / name).touch()
+        self.log(f"hero: Stage A resumed from {self.resume} (step {state.get('global_step', 0)})")
+        return {"stage": "A", "steps": 0, "global_step_end": int(state.get("global_step", 0)),
+                "resumed_from": str(self.resume), "resume_fingerprint": self.inputs["resume_from"],
+                "has_optimizer_state": "optimizer" in state, "checkpoint": str(copy_to)}
+
+    def _job(self, stage: str, cfg: Mapping[str, Any], out_dir: Path, **extra) -> dict:
+        return {"hero": dict(cfg), "seed": self.seed, "stage": stage, "out_dir": str(out_dir),
+                "device": str(self.device), **extra}
 
     def text_baseline(self) -> dict:
         path = self.stage_a_dir / "text_baseline.json"
@@ -170,18 +264,30 @@ class HeroLadder:
         baseline = self.text_baseline()
         delta = rung_delta(name, self.cfg)
         cfg = {**self.cfg, **delta}
-        models, train, evals = self._load()
-        latent = self._latent(self.stage_a_dir / "stage_a.pt")
-        self._reset_lora(models)
         shutil.copyfile(self.stage_a_dir / "diagnostics.jsonl", folder / "diagnostics.jsonl")
         shutil.copyfile(self.stage_a_dir / "diagnostics_epoch.jsonl", folder / "diagnostics_epoch.jsonl")
         self.log(f"hero: rung {index} {name} {delta or ''}")
         started = time.perf_counter()
-        with progress.stage(f"hero {name}"):
-            stage_b = train_stage("B", models, latent, train, evals, cfg, folder, self.seed,
-                                  start_step=stage_a["global_step_end"])
-            evaluation = evaluate(models, latent, train.questions[:max(cfg["stage_a_samples"], cfg["stage_b_samples"])],
-                                  evals, cfg, folder, baseline["rows"])
+        if self.nproc > 1:  # every rank trains, rank 0 evaluates; this process holds no model meanwhile
+            from expspec.kernels.hero.launch import launch_stage
+
+            self._release()
+            stage_b = launch_stage(self._job("B", cfg, folder, resume=str(self.stage_a_dir / "stage_a.pt"),
+                                             resume_optimizer=cfg["resume_optimizer"],
+                                             start_step=stage_a["global_step_end"],
+                                             text_rows=str(self.stage_a_dir / "text_baseline.json")), self.nproc)
+            evaluation = stage_b.pop("eval")
+        else:
+            models, train, evals = self._load()
+            latent, state = self._latent(self.stage_a_dir / "stage_a.pt")
+            self._reset_lora(models)
+            with progress.stage(f"hero {name}"):
+                stage_b = train_stage("B", models, latent, train, evals, cfg, folder, self.seed,
+                                      start_step=stage_a["global_step_end"],
+                                      optimizer_state=self._optimizer_state(state))
+                evaluation = evaluate(models, latent,
+                                      train.questions[:max(cfg["stage_a_samples"], cfg["stage_b_samples"])],
+                                      evals, cfg, folder, baseline["rows"])
         points, _ = read_diagnostics(folder / "diagnostics.jsonl")
         series = run_series(points)
         checks = checklist(series, evaluation, cfg)
@@ -224,7 +330,7 @@ class HeroLadder:
         done: list[dict] = []
         while (name := next_rung(done)) is not None and (max_rungs is None or len(done) < max_rungs):
             folder = self.dir / f"{len(done)}_{name}"
-            if not (folder / "result.json").is_file():
+            if not (folder / "result.json").is_file() and self.nproc == 1:
                 models, _, _ = self._load()
                 self.stage_a()  # before LoRA exists: Stage A never touches (or leaves gradients on) it
                 if models.lora is None:  # the fresh LoRA every rung starts from
@@ -241,6 +347,8 @@ class HeroLadder:
     def _write(self, done: list[dict]) -> dict:
         final = done[-1] if done else None
         ladder = {"stage_a_dir": str(self.stage_a_dir), "dir": str(self.dir), "seed": self.seed,
+                  "resume_from": str(self.resume) if self.resume else None, "inputs": self.inputs,
+                  "nproc_per_node": self.nproc,
                   "ready": bool(final and final["decision"]["ready"]),
                   "final_rung": final["name"] if final else None,
                   "rungs": [{"index": r["index"], "name": r["name"], "delta": r["delta"],

@@ -8,10 +8,12 @@ weight schedule; the learning rate follows ``lr_schedule`` over the stage (Stage
 over ``lr_warmup_frac`` of the stage - Adam's first steps at full rate sent the smoke run's
 pre-clip grad norm to 1750 in Stage A and 681 in Stage B's first steps); Stage B trains the LoRA
 weights and keeps training the prefix, at one rate). Scheduled sampling (Bengio et al.
-2015) applies in Stage B: each answer input token after the first is the gold one with
-probability eps(step), else the model's own argmax from a teacher-forced pass without
-gradients. Every ``log_every`` steps a ``train`` record (means over the window; grad_norm is
-the window's largest pre-clip norm, so a spike is never averaged away); every ``eval_every``
+2015) applies in Stage B: each of the first K answer inputs is the gold token with
+probability eps(step), else the model's own greedy token, fed by a K-step chain (each step
+sees what the chain fed before it, as at inference; no gradients through the choice).
+Under torchrun each rank trains its share of every micro-batch (``ddp``) and rank 0 writes.
+Every ``log_every`` steps a ``train`` record (means over the window; grad_norm is the
+window's largest pre-clip norm, so a spike is never averaged away); every ``eval_every``
 steps and at each epoch's end an ``eval`` record on the eval questions (first-token accuracy
 teacher-forced; answer length and token diversity from greedy answers to the first 10). Steps
 are numbered across stages (Stage B goes on from Stage A's last step).
@@ -19,6 +21,7 @@ are numbered across stages (Stage B goes on from Stage A's last step).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from pathlib import Path
@@ -29,7 +32,8 @@ import torch
 from expspec.kernels import progress
 from expspec.kernels.atomic_io import write_json_atomic, write_text_atomic
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.hero import losses
+from expspec.kernels.hero import ddp, losses
+from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, load_prefix_optimizer
 from expspec.kernels.hero.diagnostics import append_epoch_record, append_step_record, first_token_histogram, \
     token_diversity
 from expspec.kernels.hero.latent import LatentPrefix
@@ -39,7 +43,6 @@ from expspec.kernels.hero.schedules import first_token_weight_at, lr_at, optimiz
 from expspec.kernels.hero.squad import eval_aggregates, prior_baselines
 from expspec.kernels.train.checkpoint import write_checkpoint
 
-CHECKPOINT_FORMAT = "expspec-hero-1"
 DIAGNOSTIC_PREDICTIONS = 10  # greedy answers behind an eval record's length and diversity
 
 
@@ -85,28 +88,57 @@ def first_token_eval(models: HeroModels, latent: LatentPrefix, data: QAData, k: 
 
 
 def _scheduled_inputs(models: HeroModels, prefix: torch.Tensor, targets: torch.Tensor, eps: float,
-                      gen: torch.Generator) -> torch.Tensor:
-    """Answer inputs [B, K-1]: gold with probability eps, else the model's teacher-forced argmax."""
+                      coins: torch.Tensor | None) -> torch.Tensor:
+    """Answer inputs [B, K-1] by scheduled sampling's chain (Bengio et al. 2015).
+
+    Input j (it predicts answer token j+1) is gold token j where ``coins[:, j] < eps``, else the
+    model's own greedy prediction of token j - made after the prefix and the inputs this
+    chain fed at positions < j, as at inference. K-1 greedy steps over the KV cache, without
+    gradients (the sampling choice is not differentiated); steps past the last position that
+    takes the model's token are not run. Positions past the answer's end keep the gold."""
     gold = targets[:, :-1]
     if eps >= 1.0 or gold.shape[1] == 0:
         return gold
-    with torch.no_grad():
-        guess = answer_logits(models, prefix.detach(), gold)[:, :-1].argmax(-1).cpu()
-    own = torch.rand(gold.shape, generator=gen) >= eps
-    return torch.where(own & (gold != losses.IGNORE), guess, gold)
+    own = (coins >= eps) & (gold != losses.IGNORE)
+    if not bool(own.any()):
+        return gold
+    steps = int(own.any(0).nonzero().max()) + 1
+    fed = gold.clone()
+    body, head = models.decoder.get_decoder(), models.decoder.get_output_embeddings()
+    # the KV cache's name: ``cache`` in transformers >= 5.2x, ``past_key_values`` before
+    name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    with torch.no_grad(), models.autocast():
+        out = body(inputs_embeds=prefix.detach(), use_cache=True)
+        for j in range(steps):
+            guess = head(out.last_hidden_state[:, -1]).argmax(-1).cpu()  # the chain's prediction of token j
+            fed[:, j] = torch.where(own[:, j], guess, gold[:, j])
+            if j + 1 < steps:
+                step_in = models.decoder.get_input_embeddings()(fed[:, j:j + 1].clamp_min(0).to(models.device))
+                out = body(inputs_embeds=step_in.to(prefix.dtype), use_cache=True, **{name: out[name]})
+    return fed
 
 
 def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAData, evals: QAData,
-                cfg: Mapping[str, Any], out_dir: Path, seed: int, start_step: int = 0) -> dict:
-    """Train one stage; append its diagnostics in ``out_dir``; return its summary (+ checkpoint)."""
+                cfg: Mapping[str, Any], out_dir: Path, seed: int, start_step: int = 0, *,
+                optimizer_state: Mapping | None = None) -> dict:
+    """Train one stage; append its diagnostics in ``out_dir``; return its summary (+ checkpoint).
+
+    ``optimizer_state``: a Stage A checkpoint's AdamW state, continued for the prefix's
+    parameters (LoRA's start fresh). Under torchrun (a process group of several ranks) each
+    rank trains its share of every micro-batch and the gradients are summed (``ddp``); rank 0
+    alone evaluates and writes the diagnostics and the checkpoint."""
     plan = _stage_plan(cfg, stage, len(train))
-    params = list(latent.parameters())
+    rank, size = ddp.world()
+    prefix_params = list(latent.parameters())
+    params = list(prefix_params)
     if stage == "B":
         params += add_lora(models, cfg) if models.lora is None else \
             [p for n, p in models.lora.named_parameters() if "lora_" in n]
     for param in params:  # nothing another stage left behind reaches this stage's first step
         param.grad = None
     optimizer = torch.optim.AdamW(params, lr=plan["lr"], weight_decay=0.0)
+    if optimizer_state is not None:
+        load_prefix_optimizer(optimizer, prefix_params, optimizer_state)
     if models.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(models.device)
     gen = torch.Generator().manual_seed(seed * 1000 + ord(stage))
@@ -152,16 +184,28 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
                 if stage == "B" else 1.0
             group_batches = batches[group_start:group_start + accum]
             parts = {"first": 0.0, "kce": 0.0, "kd": None, "acc": 0.0, "acc5": 0.0, "lengths": [], "preds": []}
-            for index in group_batches:
-                targets = targets_for(train, index, k)
+            batch_preds: list[list] = []
+            for full_index in group_batches:
+                full = targets_for(train, full_index, k)
+                coins = torch.rand(full[:, :-1].shape, generator=gen) if eps < 1.0 and k > 1 else None
+                rows = ddp.shard(len(full_index), rank, size)  # every row when one process trains
+                index, targets = full_index[rows], full[rows]
+                batch_preds.append([])
+                if not index:  # a micro-batch smaller than the world: this rank adds zero gradients
+                    continue
+                # this rank's share of the micro-batch's rows and valid tokens: the ranks' means sum to its mean
+                row_share = len(index) / len(full_index)
+                token_share = int((targets != losses.IGNORE).sum()) / int((full != losses.IGNORE).sum())
                 prefix = prefix_embeds(models, latent, train, index)
-                inputs = _scheduled_inputs(models, prefix, targets, eps, gen)
+                inputs = _scheduled_inputs(models, prefix, targets, eps, None if coins is None else coins[rows])
                 logits = answer_logits(models, prefix, inputs)
                 tf = targets.to(logits.device)
-                first, kce = losses.first_token_ce(logits, tf), losses.k_token_ce(logits, tf)
+                first = losses.first_token_ce(logits, tf) * row_share
+                kce = losses.k_token_ce(logits, tf) * token_share
                 loss = weight * first + cfg["kce_weight"] * kce
                 if cfg["kd_weight"] > 0:
-                    kd = losses.kd_loss(logits, teacher_logits(models, train, index, targets), tf, cfg["kd_tau"])
+                    kd = losses.kd_loss(logits, teacher_logits(models, train, index, targets), tf,
+                                        cfg["kd_tau"]) * token_share
                     loss = loss + cfg["kd_weight"] * kd
                     parts["kd"] = (parts["kd"] or 0.0) + float(kd.detach()) / len(group_batches)
                 if not torch.isfinite(loss):
@@ -175,10 +219,18 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
                 (loss / len(group_batches)).backward()
                 parts["first"] += float(first.detach()) / len(group_batches)
                 parts["kce"] += float(kce.detach()) / len(group_batches)
-                parts["acc"] += losses.first_token_accuracy(logits, tf, 1) / len(group_batches)
-                parts["acc5"] += losses.first_token_accuracy(logits, tf, 5) / len(group_batches)
+                parts["acc"] += losses.first_token_accuracy(logits, tf, 1) * row_share / len(group_batches)
+                parts["acc5"] += losses.first_token_accuracy(logits, tf, 5) * row_share / len(group_batches)
                 guesses = logits.argmax(-1).tolist()
-                parts["preds"].extend(g[:g.index(models.eos_id)] if models.eos_id in g else g for g in guesses)
+                batch_preds[-1] = [g[:g.index(models.eos_id)] if models.eos_id in g else g for g in guesses]
+            if size > 1:  # the one-process gradient and numbers: sums over the ranks' shares
+                ddp.all_reduce_grads(params)
+                names = ("first", "kce", "kd", "acc", "acc5")
+                totals = ddp.all_reduce_sum([parts[n] or 0.0 for n in names], models.device)
+                parts.update({n: None if n == "kd" and not cfg["kd_weight"] > 0 else v for n, v in zip(names, totals)})
+                parts["preds"] = ddp.gather_rows(batch_preds, size)
+            else:
+                parts["preds"] = [row for batch in batch_preds for row in batch]
             last_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"]))
             max_norm = max(max_norm, last_norm) if not math.isnan(last_norm) else math.inf
             optimizer.step()
@@ -190,10 +242,14 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
             epoch_losses.append(parts)
             progress.advance(f"hero stage {stage}", step, total)
             if step % cfg["log_every"] == 0 or step == total:
-                _train_record(diag, window, epoch, start_step + step, stage, lr)
+                if rank == 0:
+                    _train_record(diag, window, epoch, start_step + step, stage, lr)
                 window = []
-            if step % eval_every == 0:
+            if step % eval_every == 0 and rank == 0:
                 last_eval = eval_record(epoch)
+        if rank != 0:  # rank 0 alone evaluates and writes
+            epoch_losses = []
+            continue
         shown = last_eval if last_eval is not None and last_eval["step"] == step else eval_record(epoch)
         append_epoch_record(diag_epoch, {
             "epoch": epoch, "stage": stage,
@@ -210,14 +266,15 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     checkpoint = out_dir / f"stage_{stage.lower()}.pt"
     state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": start_step + step,
              "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
-    if stage == "B":
+    if stage == "B" and rank == 0:
         from peft import get_peft_model_state_dict
 
         state["lora"] = get_peft_model_state_dict(models.lora)
         models.lora.save_pretrained(out_dir / "lora_adapter")  # adapter_config.json + weights, for peft users
-    write_checkpoint(checkpoint, state)
+    if rank == 0:
+        write_checkpoint(checkpoint, state)
     return {"stage": stage, "steps": step, "global_step_end": start_step + step, "samples": plan["samples"],
-            "epochs": plan["epochs"], "wall_s": wall, "sec_per_step": wall / max(step, 1),
+            "epochs": plan["epochs"], "world_size": size, "wall_s": wall, "sec_per_step": wall / max(step, 1),
             "max_grad_norm": max_norm, "checkpoint": str(checkpoint), "device": str(models.device),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(models.device) / 2 ** 30
             if models.device.type == "cuda" else None}
@@ -238,23 +295,6 @@ def _train_record(path: Path, window: list[dict], epoch: int, global_step: int, 
         "grad_norm": max(p["norm"] for p in window), "lr": lr, "sec_per_step": _mean([p["sec"] for p in window]),
         "answer_length_avg": sum(map(len, preds)) / max(len(preds), 1),  # teacher-forced argmax, up to EOS
         "token_diversity": token_diversity(preds)})
-
-
-def load_stage(models: HeroModels, latent: LatentPrefix, checkpoint: Path, cfg: Mapping[str, Any]) -> dict:
-    """Load a stage checkpoint into ``latent`` (and the LoRA weights of a Stage B one)."""
-    if not checkpoint.is_file():
-        raise ExpspecError(f"hero: checkpoint {checkpoint}: file not found")
-    state = torch.load(checkpoint, map_location=models.device, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ExpspecError(f"hero: {checkpoint} is not a hero checkpoint of format {CHECKPOINT_FORMAT}")
-    latent.load_state_dict(state["latent"])
-    if "lora" in state:
-        from peft import set_peft_model_state_dict
-
-        if models.lora is None:
-            add_lora(models, cfg)
-        set_peft_model_state_dict(models.lora, state["lora"])
-    return state
 
 
 def evaluate(models: HeroModels, latent: LatentPrefix, train_questions: Sequence, evals: QAData,
