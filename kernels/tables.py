@@ -12,6 +12,7 @@ schema is refused (nothing written): mixing schemas silently misaligns columns.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,6 +107,7 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
             _check_header(path, found[0], columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock").acquire(poll_interval=LOCK_POLL_SEC):
+        _remove_dead_writers_temp_files(path)
         text = _read_text(path) if path.is_file() else ""
         existing = _csv_rows(path, text)
         if existing:
@@ -135,6 +137,14 @@ def append_csv_rows(path: str | Path, columns: Sequence[str], rows: Iterable[Map
         _write_rows(buf, new)
         write_text_atomic(path, text + buf.getvalue())
     return len(new) + replaced
+
+
+def _remove_dead_writers_temp_files(path: Path) -> None:
+    """A writer killed inside ``write_text_atomic`` leaves its temp file (``.<name>.<8 random
+    characters>.tmp``, a whole copy of the table) beside the table. Called under the table's
+    lock, which every writer of it holds while it writes: such a file belongs to a dead one."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _write_rows(buf: io.StringIO, rows: Iterable[Sequence[str]]) -> None:
