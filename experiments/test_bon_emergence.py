@@ -14,11 +14,11 @@ import pytest
 from expspec.fixtures.bon import base_and_adapter_runs
 from expspec.fixtures.scale import SCALES
 from expspec.kernels.atomic_io import read_json
-from expspec.kernels.bon.collector import read_run
+from expspec.kernels.bon.collector import adapter_fingerprint, read_run
 from expspec.kernels.bon.config import REVIEW_INTERVAL
 from expspec.kernels.bon.predict import FEATURES, emergence_label, feature_table, gate_fingerprint, prompt_features
 from expspec.kernels.bon.scoring import pass_at_k
-from expspec.kernels.provenance import file_fingerprint
+from expspec.kernels.bon.sft import STEP_LOG
 from expspec.kernels.review import reviewed_gate
 
 pytestmark = [pytest.mark.parametrize("scale", SCALES, scope="session"), pytest.mark.xdist_group("bon")]
@@ -85,8 +85,8 @@ def test_coverage_law_predicts(scale, bon_base_run, bon_analysis, bon_config, cr
     laws = read_json(bon_analysis.path / "predict.json")["coverage_law"]
     criterion.plot(bon_analysis.plots / "coverage.png")
     for label, law in laws.items():
-        criterion.record(f"{label}: A, b (R2 on k <= {max(law['fit_ks'])})",
-                         f"{law['A']:.3f}, {law['b']:.3f} ({law['fit_r2']:.3f})")
+        criterion.record(f"{label} coverage law", f"A={law['A']:.3f}, b={law['b']:.3f}, "
+                                                  f"R2={law['fit_r2']:.3f} (fitted on k <= {max(law['fit_ks'])})")
         criterion.record(f"{label}: predicted vs measured",
                          {k: (round(law["predicted"][k], 3), round(law["measured"][k], 3)) for k in law["measured"]})
     law, fit_max_k = laws["base"], bon_config["coverage_fit_max_k"]
@@ -201,7 +201,7 @@ def test_distilled_adapter_measured(scale, bon_adapter, bon_base_run, bon_adapte
     files_ok = (adapter_dir / "adapter_config.json").is_file() and any(adapter_dir.glob("adapter_model.*"))
     same_seed = base.header["seed"] == adapted.header["seed"]
     same_prompts = [r["id"] for r in base.prompts] == [r["id"] for r in adapted.prompts]
-    loaded = (adapted.header["adapter"] or {}).get("fingerprint") == file_fingerprint(adapter_dir)
+    loaded = (adapted.header["adapter"] or {}).get("fingerprint") == adapter_fingerprint(adapter_dir)
     pairs = [(a["text"], b["text"]) for ra, rb in zip(base.prompts, adapted.prompts)
              for a, b in zip(ra["samples"], rb["samples"])]
     changed = sum(a != b for a, b in pairs) / len(pairs)
@@ -223,6 +223,7 @@ def test_distilled_adapter_measured(scale, bon_adapter, bon_base_run, bon_adapte
     if not_raised:
         criterion.review("the adapter did not raise pass@1 on " + ", ".join(not_raised))
     criterion.artifact(adapter_dir / "training.json")
+    criterion.artifact(adapter_dir / STEP_LOG)  # per-step SFT loss: the run's train/loss curve
     criterion.plot(bon_analysis.plots / "pass_at_k.png")
     margin = bon_config["sft_min_loss_drop"]
     drop = training["loss_drop"]

@@ -81,10 +81,6 @@ BON_EXCLUDED = [
     "created_utc",  # when the run started
     "run",  # the run file's name: bon_run_<UTC start time>.jsonl
     "output_dir", "adapter.path", "adapter_path",  # paths into each work dir
-    # the adapter folder's file_fingerprint hashes its training.json, which records the SFT's
-    # wall seconds: two bitwise-equal adapters get different fingerprints (their weights are
-    # compared here byte by byte)
-    "adapter.fingerprint",
 ]
 TEMPNORM_EXCLUDED = [
     "seconds", "tok_per_s", "model_load_seconds",  # generation timing

@@ -6,7 +6,7 @@
         collector config comes from the [bon] table (--scale/--profile/--set, as in pytest)
     expspec bon distill RUN.jsonl... --out pairs.jsonl [--keep-unsolved]
     expspec bon sft --pairs pairs.jsonl [--name NAME] [--out-dir adapters] [--base-model M]
-        LoRA SFT -> <out-dir>/<name>/ (adapter_config.json + weights + training.json)
+        LoRA SFT -> <out-dir>/<name>/ (adapter_config.json + weights + training.json + train_steps.jsonl)
     expspec bon analyze RUN.jsonl... --out summary.json     mean pass@k, diversity, cost per run
     expspec bon predict RUN.jsonl... --out-dir D [--telemetry waits.csv]
         each run's own per-prompt emergence predictor (D/predict.json, D/bon_predictor.pkl)

@@ -17,15 +17,16 @@ value rules are ``check_collector_values``, which the [bon] table's validation r
 
 All samples of a prompt, and several prompts, share each batched forward
 (kernels/models/sampler.py). The run file ``<output_dir>/bon_run_<timestamp>.jsonl`` holds a
-header record (config, model and its files' fingerprint, adapter, git commit, seed, prompts
-fingerprint), one record per prompt (id, prompt, answer, samples, n, c, pass@k per k,
-diversity, latency, tokens) and a closing summary record (per-batch latency and tokens/s,
-mean pass@k). It is written atomically when the run ends: a killed run leaves no file,
-never a partial one.
+header record (config, model and its files' fingerprint, adapter and its
+``adapter_fingerprint``, git commit, seed, prompts fingerprint), one record per prompt (id,
+prompt, answer, samples, n, c, pass@k per k, diversity, latency, tokens) and a closing
+summary record (per-batch latency and tokens/s, mean pass@k). It is written atomically when
+the run ends: a killed run leaves no file, never a partial one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -181,6 +182,31 @@ def load_model(base_model: str, adapter_path: str | None, *, device: str):
     return model, tok
 
 
+def adapter_fingerprint(adapter_path: str | Path) -> str:
+    """What a peft adapter folder makes the model do, hashed: adapter_config.json as parsed,
+    its ``target_modules`` sorted (peft writes that set in an order that varies per
+    process), and the bytes of the weight files (``adapter_model.*``). Nothing else in the
+    folder counts - training.json (wall-clock seconds), the step log, peft's README, nor the
+    config's ``base_model_name_or_path`` (a path on the trainer's disk; the run header
+    fingerprints the base model's files) - so two bit-identical trainings share a
+    fingerprint and different weights never do."""
+    folder = Path(adapter_path)
+    weights = sorted(folder.glob("adapter_model.*"))
+    if not (folder / "adapter_config.json").is_file() or not weights:
+        raise ExpspecError(f"adapter_path {folder}: expected a peft adapter dir (adapter_config.json and "
+                           f"adapter_model.*)")
+    config = read_json(folder / "adapter_config.json", "adapter config")
+    if not isinstance(config, dict):
+        raise ExpspecError(f"adapter config {folder / 'adapter_config.json'}: expected a JSON object")
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config.pop("base_model_name_or_path", None)  # where the base model sat on the trainer's disk
+    digest = hashlib.sha256(b"adapter_config.json\0" + json.dumps(config, sort_keys=True).encode())
+    for path in weights:
+        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _sample_record(s, gold: str, scorer) -> dict:
     answer, score = scorer.score(s.text, gold)
     return {"text": s.text, "answer": answer, "score": score, "logprob": s.logprob,
@@ -233,7 +259,7 @@ def collect(cfg: CollectorConfig, *, device: str, model=None, tokenizer=None,
     header = {"record": "header", "config": cfg.to_dict(), "model": cfg.base_model,
               "model_fingerprint": model_fingerprint(cfg.base_model),
               "adapter": ({"name": cfg.adapter_name, "path": cfg.adapter_path,
-                           "fingerprint": file_fingerprint(cfg.adapter_path)} if cfg.adapter_path else None),
+                           "fingerprint": adapter_fingerprint(cfg.adapter_path)} if cfg.adapter_path else None),
               "git_commit": git_commit(), "expspec": expspec_version(), "seed": cfg.seed,
               "prompts_fingerprint": file_fingerprint(cfg.prompts_file), "n_prompts": len(prompts),
               "device": device, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}

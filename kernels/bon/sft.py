@@ -4,12 +4,15 @@ The loss is next-token cross-entropy on the target tokens only (the prompt, wrap
 chat template as the collector wraps it, is context). ``initial_loss`` and ``final_loss``
 are the mean per-token loss over every pair before and after training, in eval mode, so
 "the loss fell" compares the same quantity. The adapter is written to
-``<out_dir>/<name>/`` (adapter_config.json, adapter_model.safetensors, training.json)
-through a temporary folder: a killed run leaves no half adapter.
+``<out_dir>/<name>/`` (adapter_config.json, adapter_model.safetensors, training.json and
+``train_steps.jsonl``: one record per optimizer step, ``{"step", "mode": "train", "epoch",
+"loss", "lr"}``, which the results history draws as the ``train/loss`` curve) through a
+temporary folder: a killed run leaves no half adapter.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -18,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from expspec.kernels.atomic_io import write_json_atomic
+from expspec.kernels.atomic_io import jsonable, write_json_atomic, write_text_atomic
 from expspec.kernels.bon.collector import read_run
 from expspec.kernels.bon.distill import distill_pairs, write_pairs
 from expspec.kernels.bon.pipeline import base_model, holdout_ids
 from expspec.kernels.errors import ExpspecError
+
+STEP_LOG = "train_steps.jsonl"  # the adapter folder's per-step log
 
 
 def _examples(tokenizer, pairs: Sequence[dict], chat_template: bool) -> tuple[list[dict], list[tuple]]:
@@ -105,7 +110,7 @@ def train_lora(pairs: Sequence[dict], base_model: str, out_dir: str | Path, name
                                              task_type="CAUSAL_LM"))
     initial = _mean_loss(model, examples, pad_id, device, batch_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-    rng, epoch_losses, steps = random.Random(seed), [], 0
+    rng, epoch_losses, steps, step_log = random.Random(seed), [], 0, []
     total_steps = epochs * -(-len(examples) // batch_size)
     for epoch in range(epochs):
         model.train()
@@ -117,7 +122,10 @@ def train_lora(pairs: Sequence[dict], base_model: str, out_dir: str | Path, name
             optimizer.zero_grad()
             (loss_sum / n).backward()
             optimizer.step()
-            total, count, steps = total + float(loss_sum.detach()), count + n, steps + 1
+            batch_loss = float(loss_sum.detach())
+            total, count, steps = total + batch_loss, count + n, steps + 1
+            step_log.append({"step": steps, "mode": "train", "epoch": epoch + 1, "loss": batch_loss / n,
+                             "lr": optimizer.param_groups[0]["lr"]})
             advance("bon sft steps", steps, total_steps)
         epoch_losses.append(total / count)
         log(f"sft epoch {epoch + 1}/{epochs}: train loss {epoch_losses[-1]:.4f}")
@@ -126,27 +134,29 @@ def train_lora(pairs: Sequence[dict], base_model: str, out_dir: str | Path, name
               "pairs_without_target_tokens": len(pairs) - len(trained),
               "sources": {s: sum(p.get("source") == s for p in trained) for s in ("best_of_n", "gold")},
               "initial_loss": initial, "final_loss": final, "loss_drop": 1 - final / initial if initial > 0 else 0.0,
-              "epoch_train_losses": epoch_losses, "steps": steps, "lora_r": lora_r, "lora_alpha": lora_alpha,
-              "lora_dropout": lora_dropout, "epochs": epochs, "batch_size": batch_size,
+              "epoch_train_losses": epoch_losses, "steps": steps, "step_log": STEP_LOG, "lora_r": lora_r,
+              "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "epochs": epochs, "batch_size": batch_size,
               "learning_rate": learning_rate, "seed": seed, "chat_template": chat_template,
               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "seconds": time.time() - started}
     target = Path(out_dir) / name
-    _save_adapter(model, record, target)
+    _save_adapter(model, record, step_log, target)
     record["adapter_dir"] = str(target)
     return record
 
 
-def _save_adapter(model, record: dict, target: Path) -> None:
-    """Write the adapter into a temporary folder beside ``target``, then rename it into place
-    (an older adapter is renamed aside first and deleted after): a killed run leaves the old
-    adapter or the new one, and readers see no adapter only between two renames."""
+def _save_adapter(model, record: dict, step_log: Sequence[dict], target: Path) -> None:
+    """Write the adapter (weights, config, training record, step log) into a temporary folder
+    beside ``target``, then rename it into place (an older adapter is renamed aside first and
+    deleted after): a killed run leaves the old adapter or the new one, and readers see no
+    adapter only between two renames."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     old = tmp.with_name(tmp.name + ".old")
     try:
         model.save_pretrained(tmp)
         write_json_atomic(tmp / "training.json", record)
+        write_text_atomic(tmp / STEP_LOG, "".join(json.dumps(jsonable(r)) + "\n" for r in step_log))
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
         if target.exists():
             os.replace(target, old)
