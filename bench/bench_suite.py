@@ -86,7 +86,8 @@ def session(marker: str, paths: list[str], workers: list[str], reports: Path, lo
 
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], repeats=1)
-    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
+    parser.add_argument("--runs", default="", help=f"comma list of {', '.join(RUNS)} (default: all; "
+                        "with --families, the smoke ones)")
     parser.add_argument("--families", default="", help="comma list (lane_b, hero_readiness, bon_emergence, "
                         "tempnorm): only their experiment files (default: all)")
     parser.add_argument("--from-junit", default="", help="only summarise this junit XML per family")
@@ -100,18 +101,23 @@ def main() -> None:
         print(f"outcomes: {outcomes}")
         write_record(args, "suite_from_junit", figures)
         return
-    runs = {name: RUNS[name] for name in args.runs.split(",") if name}
+    if not args.runs:
+        args.runs = ",".join(name for name in RUNS if not args.families or name.startswith("smoke"))
     unknown = set(args.runs.split(",")) - set(RUNS) - {""}
     if unknown:
         raise SystemExit(f"bench_suite: unknown run(s) {sorted(unknown)} (known: {', '.join(RUNS)})")
+    runs = {name: RUNS[name] for name in args.runs.split(",") if name}
     if args.quick:
         runs = {"unit-n0": ("not hero", [QUICK_MODULE], ["-n", "0"])}  # seconds: xdist's start-up alone is ~20 s
     if args.families:
+        if args.quick or any(marker != "smoke" for marker, _, _ in runs.values()):
+            raise SystemExit("bench_suite: --families picks experiment files of smoke runs; "
+                             "drop it with --quick or a test-* run (those time the whole suite)")
         files = [f"experiments/test_{name}.py" for name in args.families.split(",")]
         missing = [f for f in files if not (ROOT / f).is_file()]
         if missing:
             raise SystemExit(f"bench_suite: no such experiment file(s) {missing}")
-        runs = {name: (marker, files if paths else paths, workers) for name, (marker, paths, workers) in runs.items()}
+        runs = {name: (marker, files, workers) for name, (marker, _, workers) in runs.items()}
     wall: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="expspec-suite-") as tmp:
         log_path = Path(args.out_dir) / "suite-sessions.log"

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from expspec.kernels.config import resolve_config
 from expspec.kernels.lane_b.pipeline import RESULTS_COLUMNS
 from expspec.kernels.lane_b.runs import LaneB
@@ -83,13 +85,19 @@ def test_sigkill_mid_run_then_rerun_resumes_from_its_checkpoint(tmp_path, corpus
     deadline = time.time() + 300
     while not list(run_dir.glob("checkpoint_000*.pt")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    # the kill lands after the run logged past its checkpoint, so the rerun has lines to cut
+    first_bytes = torch.load(min(run_dir.glob("checkpoint_000*.pt")), weights_only=True)["log_bytes"]
+    while (run_dir / "train.log").stat().st_size <= first_bytes + 200 and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (run_dir / "run.json").exists()
-    (kept,) = run_dir.glob("checkpoint_000*.pt")
+    kept = max(run_dir.glob("checkpoint_000*.pt"), key=lambda f: int(f.stem.split("_")[1]))
     kept_step = int(kept.stem.split("_")[1])
     assert 8 <= kept_step < 40
+    assert (run_dir / "train.log").stat().st_size > torch.load(kept, weights_only=True)["log_bytes"]
 
     from expspec.kernels.lane_b.runs import train_run
 

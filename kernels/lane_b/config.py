@@ -72,8 +72,9 @@ KNOBS: dict[str, Any] = {
     # builtin runs under torchrun (DDP) on this machine when > 1; 1 = one plain process
     "nproc_per_node": 1,
     # several machines: this one is node 0 and hosts the rendezvous at rdzv_endpoint (HOST:PORT);
-    # node_launcher starts node 1..nnodes-1 of each run, e.g. "ssh node{node_rank} cd {cwd} && {command}"
-    # or "srun --nodes=1 --ntasks=1 --relative={node_rank} {command}" (a shared filesystem)
+    # node_launcher starts node 1..nnodes-1 of each run, e.g. "ssh -o BatchMode=yes node{node_rank} {remote}"
+    # or "srun --nodes=1 --ntasks=1 --relative={node_rank} --chdir={cwd} {command}" (a shared filesystem;
+    # placeholders in kernels/train/torchrun.py node_command)
     "nnodes": 1,
     "rdzv_endpoint": "",
     "node_launcher": "",
@@ -157,9 +158,10 @@ def check_nodes(table: Mapping[str, Any]) -> None:
         split_endpoint(table["rdzv_endpoint"])
     except ExpspecError as err:
         raise ExpspecError(f"lane_b.rdzv_endpoint: {err}") from None
-    if "{command}" not in table["node_launcher"]:
+    if not any("{" + name + "}" in table["node_launcher"] for name in ("command", "remote")):
         raise ExpspecError(f"lane_b.node_launcher: {table['nnodes']} nodes need a command template with {{command}} "
-                           "that starts a run on node {node_rank}, e.g. 'ssh node{node_rank} cd {cwd} && {command}'")
+                           "or {remote} that starts a run on node {node_rank}, "
+                           "e.g. 'ssh -o BatchMode=yes node{node_rank} {remote}'")
 
 
 FAMILY = Family(

@@ -220,7 +220,8 @@ def setup(cfg: TrainConfig, train_tokens, val_tokens, token_bytes, log: Callable
         # a resumed run appends to its log; a fresh one starts it over (a killed attempt's
         # lines would otherwise read as a restart). Resuming from a checkpoint of this very
         # folder (a killed run picked up again), the lines the killed attempt logged after
-        # that checkpoint are cut first: the log reads as one attempt, every step once.
+        # that checkpoint are cut first: every step is logged once (the resumed attempt's
+        # header follows the cut, naming the checkpoint it resumed from).
         log_path = tr.out_dir / "train.log"
         if (cfg.resume_from and isinstance(log_bytes, int) and log_path.is_file()
                 and Path(cfg.resume_from).resolve().parent == tr.out_dir.resolve()
