@@ -67,7 +67,27 @@ def test_resume_from_must_be_a_file():
 
 # --- hero scale: skip when the model or dataset cannot be had (this machine has no hub access) ---
 
-def test_an_unreachable_hub_model_and_dataset_are_named():
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """A machine whose hub cannot be reached and whose caches hold nothing (whatever this
+    machine's network and caches are)."""
+    import datasets
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    try:  # the HTTP client the hub runs on: httpx, or its httpx2 fork
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
+
+    def unreachable(self, repo_id, repo_type=None):
+        raise http.ConnectError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(HfApi, "auth_check", unreachable)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+
+
+def test_an_unreachable_hub_model_and_dataset_are_named(offline_hub):
     reason = availability.model_missing("meta-llama/Llama-3.1-8B-Instruct")
     assert reason.startswith("meta-llama/Llama-3.1-8B-Instruct ") and "huggingface-cli download" in reason
     assert "\n" not in reason
@@ -80,7 +100,19 @@ def test_an_unreachable_hub_model_and_dataset_are_named():
     assert availability.model_missing("/no/such/model/dir") == "/no/such/model/dir: no such model folder"
 
 
-def test_gated_and_unknown_repos_are_named(monkeypatch):
+def test_a_hub_that_never_answers_is_named_not_waited_on(offline_hub, monkeypatch):
+    import time
+
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(availability, "HUB_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(HfApi, "auth_check", lambda self, repo_id, repo_type=None: time.sleep(30))
+    start = time.monotonic()
+    reason = availability.model_missing("meta-llama/Llama-3.1-8B-Instruct")
+    assert time.monotonic() - start < 5 and "gave no answer in 0.5 s" in reason
+
+
+def test_gated_and_unknown_repos_are_named(offline_hub, monkeypatch):
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -96,7 +128,7 @@ def test_gated_and_unknown_repos_are_named(monkeypatch):
         assert words in availability.model_missing("meta-llama/Llama-3.1-8B-Instruct")
 
 
-def test_a_bug_is_not_taken_for_a_missing_model(monkeypatch):
+def test_a_bug_is_not_taken_for_a_missing_model(offline_hub, monkeypatch):
     from huggingface_hub import HfApi
 
     def broken(self, repo_id, repo_type=None):
@@ -106,7 +138,7 @@ def test_a_bug_is_not_taken_for_a_missing_model(monkeypatch):
         availability.model_missing("meta-llama/Llama-3.1-8B-Instruct")
 
 
-def test_hero_scale_skips_naming_the_hf_id_or_the_dataset(monkeypatch):
+def test_hero_scale_skips_naming_the_hf_id_or_the_dataset(offline_hub, monkeypatch):
     from expspec.fixtures import scale as scale_module
     from expspec.fixtures.hero import require_hero_inputs
 
@@ -126,3 +158,32 @@ def test_shards_partition_a_micro_batch():
             parts = [list(range(n))[shard(n, r, size)] for r in range(size)]
             assert sum(parts, []) == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_hub_models_key_is_its_revision_before_and_after_the_download(tmp_path, monkeypatch):
+    """Keyed by the commit it resolves to: the hub's answer before the download equals the
+    cached snapshot's after it, so a first run's download never changes the keys (a rerun
+    after a kill finds its Stage A)."""
+    import types
+
+    import huggingface_hub
+    from huggingface_hub import HfApi, constants
+
+    from expspec.kernels.models.pretrained import model_fingerprint
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo_id, timeout=None: types.SimpleNamespace(sha=commit))
+    before = model_fingerprint("org/model")
+    snapshot = tmp_path / "hub" / "models--org--model" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--model" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--model" / "refs" / "main").write_text(commit)
+    assert isinstance(huggingface_hub.try_to_load_from_cache("org/model", "config.json"), str)
+    assert model_fingerprint("org/model") == before == f"hub:org/model@{commit}"
+
+    def unreachable(self, repo_id, timeout=None):
+        raise OSError("no network")
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    assert model_fingerprint("org/other") == "id:org/other"  # neither cached nor reachable: it cannot load anyway

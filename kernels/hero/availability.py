@@ -12,6 +12,7 @@ a gated, missing or refused repo. Anything else (a bug of ours, a malformed id) 
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 
 from expspec.kernels.errors import ExpspecError
@@ -33,6 +34,30 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+HUB_TIMEOUT_S = 15.0  # the hub's client waits forever by default: a network that drops packets must not
+
+
+def _answer_within(call, timeout_s: float):
+    """``call()``'s result or exception, or TimeoutError when it has not answered in
+    ``timeout_s`` (it is left to finish in a daemon thread, which never holds the process)."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller, who decides what it means
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer in {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def _hub_missing(repo_id: str, repo_type: str, shown: str) -> str | None:
     """Why the hub cannot give ``repo_id`` here (None: it can)."""
     from huggingface_hub import HfApi
@@ -41,7 +66,9 @@ def _hub_missing(repo_id: str, repo_type: str, shown: str) -> str | None:
     hint = f"download it where there is a network: huggingface-cli download {repo_id}" + \
         (" --repo-type dataset" if repo_type == "dataset" else "")
     try:
-        HfApi().auth_check(repo_id, repo_type=repo_type)
+        _answer_within(lambda: HfApi().auth_check(repo_id, repo_type=repo_type), HUB_TIMEOUT_S)
+    except TimeoutError:
+        return f"{shown} is not in the local Hugging Face cache and the hub gave no answer in {HUB_TIMEOUT_S:g} s; {hint}"
     except GatedRepoError:
         return f"{shown} is gated and this login has no access (accept its licence, huggingface-cli login)"
     except RepositoryNotFoundError:

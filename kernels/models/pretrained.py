@@ -107,22 +107,19 @@ def _identity_bytes(file: Path) -> bytes:
 
 
 def model_fingerprint(name: str) -> str:
-    """What identifies the weights ``name`` loads (for cache keys and run records). A local
-    directory (the shipped SmolLM2's cache included) or an HF id already in the local hub
-    cache: sha256 of its text/JSON files (config, tokenizer) and of its weight files' names
-    and sizes, so replaced weights under the same name are a new key. An HF id not
-    downloaded: the id (it cannot load offline anyway)."""
+    """What identifies the weights ``name`` loads (for cache keys and run records).
+
+    A local directory (the shipped models' included): sha256 of its text/JSON files
+    (config, tokenizer) and of its weight files' names and sizes - weights replaced by a
+    file of another size are a new key; an in-place replacement of the same size is not
+    seen (hashing gigabytes of weights every session would cost minutes). An HF id: the
+    revision it resolves to, ``hub:<id>@<commit>`` - the snapshot's commit when the local
+    hub cache holds it, else the hub's answer - the same before and after the download, so
+    a first run's download never changes its keys. An id neither cached nor reachable: the
+    id (it cannot load here anyway)."""
     folder = Path(resolve_model_path(name)).expanduser()
     if not folder.is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-        except Exception:  # an id the hub library rejects: not in its cache either
-            cached = None
-        if not isinstance(cached, str):
-            return f"id:{name}"
-        folder = Path(cached).parent  # the snapshot folder of the cached revision
+        return _hub_revision(name)
     digest = hashlib.sha256()
     for file in sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")):
         rel = str(file.relative_to(folder)).encode()
@@ -131,6 +128,23 @@ def model_fingerprint(name: str) -> str:
         elif file.suffix in (".json", ".txt", ".model", ".jinja"):
             digest.update(rel + b"\0" + _identity_bytes(file) + b"\0")
     return "files:" + digest.hexdigest()[:16]
+
+
+HUB_REVISION_TIMEOUT_S = 10.0
+
+
+def _hub_revision(name: str) -> str:
+    """``hub:<id>@<commit>`` of an HF model id, else ``id:<id>``."""
+    try:
+        from huggingface_hub import HfApi, try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):  # <cache>/models--org--name/snapshots/<commit>/config.json
+            return f"hub:{name}@{Path(cached).parent.name}"
+        sha = HfApi().model_info(name, timeout=HUB_REVISION_TIMEOUT_S).sha
+    except Exception:  # offline, unknown, gated, a malformed id: nothing better than the id here
+        return f"id:{name}"
+    return f"hub:{name}@{sha}" if sha else f"id:{name}"
 
 
 def load_causal_lm(name_or_path: str = "smollm2-135m-instruct", device: str = "cpu", dtype=None):
