@@ -1,21 +1,23 @@
 """Hero's training on the real SmolLM2 + MiniLM (loaded once for the module), tiny sizes:
 scheduled sampling's K-step chain, resuming every rung from a user's Stage A checkpoint
-(its shape checked first, its optimizer state on request), and a Stage A under torchrun
-(2 gloo processes) that trains like one process on the same global batch."""
+(its shape checked first, its optimizer state on request), a stage resumed from its own
+mid-stage checkpoint ending bit-exactly where an uninterrupted one ends, and a Stage A under
+torchrun (2 gloo processes) that trains like one process on the same global batch."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
-from expspec.kernels.config import resolve_scale
+from expspec.kernels.config import cache_knobs, resolve_scale
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.hero import stages
-from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, load_prefix_optimizer
+from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, load_prefix_optimizer, mid_checkpoints
 from expspec.kernels.hero.ladder import HeroLadder
 from expspec.kernels.hero.latent import LatentPrefix
 from expspec.kernels.hero.losses import IGNORE
-from expspec.kernels.hero.model import answer_logits, build_latent, load_models, prefix_embeds, prepare
+from expspec.kernels.hero.model import add_lora, answer_logits, build_latent, load_models, prefix_embeds, prepare
 from expspec.kernels.hero.qa_data import load_questions
 from expspec.kernels.provenance import file_fingerprint
 from expspec.kernels.train.checkpoint import write_checkpoint
@@ -190,6 +192,77 @@ def test_the_prefix_optimizer_state_goes_on(models_without_lora):
     with pytest.raises(ExpspecError, match="covers 1 tensors"):
         load_prefix_optimizer(second, list(latent.parameters()),
                               {"state": {}, "param_groups": [{"params": [0]}]})
+
+
+# --- mid-stage checkpoints: a resumed stage ends where an uninterrupted one ends -------------------
+
+# 2 epochs x 2 steps; a checkpoint every 2 steps lands at the first epoch's end (before its epoch
+# record), a log window of 3 spans it; Stage B: scheduled-sampling coins and LoRA dropout draw.
+# Evals only at the epochs' ends, no teacher: 1 s a step
+MID_STAGE = {"stage_a_epochs": 2, "stage_b_samples": 16, "stage_b_epochs": 2, "log_every": 3, "eval_every": 100,
+             "checkpoint_every": 2, "keep_checkpoints": 1, "ss_schedule": "linear", "ss_c": 0.2, "kd_weight": 0.0,
+             "max_new_tokens": 2}
+
+
+def _run_stage(stage, loaded, cfg, out, resume=None):
+    """Stage ``stage`` from the seed's prefix (and, Stage B, the seed's fresh LoRA) into ``out``."""
+    _, models, train, evals = loaded
+    out.mkdir(exist_ok=True)
+    latent = build_latent(models, cfg, SEED)
+    if stage == "B":
+        torch.manual_seed(SEED)
+        if models.lora is None:
+            add_lora(models, cfg)
+            _run_stage.lora_init = {k: v.clone() for k, v in models.lora.state_dict().items() if "lora_" in k}
+        models.lora.load_state_dict(_run_stage.lora_init, strict=False)
+    torch.manual_seed(SEED)
+    return stages.train_stage(stage, models, latent, train, evals, cfg, out, SEED, start_step=5 * (stage == "B"),
+                              resume=resume)
+
+
+def _without_timing(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "sec_per_step"}
+            for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stage", ["A", "B"])
+def test_a_stage_resumed_from_a_mid_stage_checkpoint_ends_as_an_uninterrupted_one(tmp_path, models_without_lora,
+                                                                                   stage):
+    cfg = {**models_without_lora[0], **MID_STAGE}
+    whole = _run_stage(stage, models_without_lora, cfg, tmp_path / "whole")
+    runs = [tmp_path / "whole"]
+    if stage == "A":  # checkpoint_every = 0 writes nothing new and trains the same bits
+        plain = _run_stage(stage, models_without_lora, {**cfg, "checkpoint_every": 0}, tmp_path / "plain")
+        assert [p.name for p in (tmp_path / "plain").glob("*.pt")] == ["stage_a.pt"] and plain == {
+            **whole, **{k: plain[k] for k in ("wall_s", "sec_per_step", "checkpoint")}}
+        runs.append(tmp_path / "plain")
+        # nor keys anything: the same Stage A, ladder and recipe
+        ladders = [HeroLadder({**cfg, "checkpoint_every": every, "keep_checkpoints": keep}, SEED, tmp_path / "work")
+                   for every, keep in ((0, 2), (2, 1), (500, 5))]
+        assert len({(ladder.stage_a_dir, ladder.dir) for ladder in ladders}) == 1
+        assert cache_knobs("hero", ladders[0].cfg) == cache_knobs("hero", ladders[2].cfg)
+    assert [p.name for p in mid_checkpoints(tmp_path / "whole", stage)] == [f"stage_{stage.lower()}_step_000002.pt"]
+    # killed after step 3: the final artifacts gone, the diagnostics longer than at step 2
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "whole", resumed_dir)
+    (resumed_dir / f"stage_{stage.lower()}.pt").unlink()
+    mid = mid_checkpoints(resumed_dir, stage)[-1]
+    resumed = _run_stage(stage, models_without_lora, cfg, resumed_dir, resume=mid)
+    assert resumed["resumed_from_step"] == 2 and "resumed_from_step" not in whole
+    assert resumed["steps"] == whole["steps"] == 4 and resumed["max_grad_norm"] == whole["max_grad_norm"]
+    final = f"stage_{stage.lower()}.pt"
+    one, *others = (torch.load(d / final, weights_only=True) for d in [resumed_dir, *runs])
+    for other in others:  # bitwise: the prefix (+ LoRA) and AdamW's moments and steps
+        for part in ("latent", "lora") if stage == "B" else ("latent",):
+            assert one[part].keys() == other[part].keys()
+            for name, tensor in one[part].items():
+                assert torch.equal(tensor, other[part][name]), (part, name)
+        for index, state in one["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, other["optimizer"]["state"][index][key]), (index, key)
+    for name in ("diagnostics.jsonl", "diagnostics_epoch.jsonl"):  # no record twice, none lost
+        records = _without_timing(resumed_dir / name)
+        assert len(records) >= 2 and all(_without_timing(d / name) == records for d in runs)
 
 
 # --- DDP: the ladder under torchrun (2 gloo processes) = one process on the same global batch ---

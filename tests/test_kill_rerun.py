@@ -12,8 +12,9 @@ every landing point; each test also checks that at least one kill landed where i
 * a run-cache write (``RunCache.get_or_compute``: the step's private work dir, then result.json
   and the rename);
 * a best-of-N collector run (``expspec bon collect``): no checkpoint, the rerun samples again;
-* hero's Stage A, then rung 0's Stage B (``HeroLadder.run``): a rung resumes from the Stage A
-  checkpoint, which the rerun must not retrain.
+* hero's Stage A, then rung 0's Stage B (``HeroLadder.run``, a mid-stage checkpoint every step):
+  the killed Stage A resumes from its newest mid-stage checkpoint, a rung from the Stage A
+  checkpoint (or its own mid-stage one), which the rerun must not retrain.
 A Lane B pipeline killed between training runs is tests/test_lane_b_resume.py's.
 """
 
@@ -235,7 +236,8 @@ def test_sigkill_during_a_bon_collection_leaves_no_run_file_and_the_rerun_matche
 
 
 # ---- (c) hero: Stage A, then rung 0's Stage B ------------------------------------------------
-HERO_KILL_SETS = HERO_SETS + ["hero.stage_a_samples=16", "hero.stage_b_samples=16"]  # 4 steps each
+HERO_KILL_SETS = HERO_SETS + ["hero.stage_a_samples=16", "hero.stage_b_samples=16",  # 4 steps each
+                               "hero.checkpoint_every=1"]  # not in any key: the reference trains the same bits
 HERO_SEED = 7
 
 
@@ -247,17 +249,9 @@ def climb(root: str | Path) -> dict:
     return HeroLadder(cfg, HERO_SEED, Path(root) / "work", log=lambda line: None).run(max_rungs=1)
 
 
-def _records(path: Path, strict: bool = True) -> list[dict]:
-    """A diagnostics JSONL's records; ``strict=False`` (polling a file being appended to) skips a
-    line not yet whole."""
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if strict:
-                raise
-    return out
+def _records(path: Path) -> list[dict]:
+    """A diagnostics JSONL's records."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 HERO_CHILD = f"import torch; torch.set_num_threads({THREADS}); import test_kill_rerun as t; t.climb(sys.argv[1])"
@@ -265,7 +259,7 @@ HERO_CHILD = f"import torch; torch.set_num_threads({THREADS}); import test_kill_
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("hero")
-def test_sigkill_in_hero_stage_a_then_stage_b_resumes_from_the_stage_a_checkpoint(tmp_path):
+def test_sigkill_in_hero_stage_a_then_stage_b_resumes_from_their_checkpoints(tmp_path):
     in_process(climb, tmp_path / "reference")
     root = tmp_path / "run"
     work = root / "work"
@@ -273,34 +267,44 @@ def test_sigkill_in_hero_stage_a_then_stage_b_resumes_from_the_stage_a_checkpoin
     def stage_a_dir():
         return next(work.glob("stage_a-*"), None)
 
-    # 1: killed inside Stage A (after its first step's record): no stage_a.json, the rerun starts over
-    def in_stage_a():
-        return stage_a_dir() is not None and (stage_a_dir() / "diagnostics.jsonl").is_file()
+    # 1: killed inside Stage A after its first mid-stage checkpoint: no stage_a.json, the rerun
+    # resumes from the newest checkpoint (the resumed stage's summary names its step)
+    def mid_checkpoints():
+        return sorted(stage_a_dir().glob("stage_a_step_*.pt")) if stage_a_dir() is not None else []
 
-    assert kill_when(start(HERO_CHILD, str(root)), in_stage_a)
+    assert kill_when(start(HERO_CHILD, str(root)), mid_checkpoints)
     assert not (stage_a_dir() / "stage_a.json").exists(), "the kill landed after Stage A ended"
+    newest = int(mid_checkpoints()[-1].stem.rsplit("_", 1)[1])
 
-    # 2: killed inside rung 0's Stage B (after its first record): Stage A is whole, the rung is not
+    # 2: killed inside rung 0's Stage B after its first mid-stage checkpoint: Stage A is whole, the rung is not
     def rung():
         return next(work.glob("ladder-*/0_phase1"), None)
 
-    def in_stage_b():
-        return rung() is not None and any(r["stage"] == "B" for r in _records(rung() / "diagnostics.jsonl", False))
+    def b_checkpoints():
+        return sorted(rung().glob("stage_b_step_*.pt")) if rung() is not None else []
 
-    assert kill_when(start(HERO_CHILD, str(root)), in_stage_b)
+    assert kill_when(start(HERO_CHILD, str(root)), b_checkpoints)
     assert not (rung() / "result.json").exists(), "the kill landed after rung 0 ended"
     checkpoint = stage_a_dir() / "stage_a.pt"
     assert (stage_a_dir() / "stage_a.json").is_file() and checkpoint.is_file()
     stage_a = (checkpoint.stat().st_mtime_ns, checkpoint.read_bytes())
+    summary = json.loads((stage_a_dir() / "stage_a.json").read_text())
+    assert summary["resumed_from_step"] == newest >= 1 and summary["steps"] == 4
+    assert not mid_checkpoints(), "the finished Stage A kept its mid-stage checkpoints"
     a_steps = [r["global_step"] for r in _records(stage_a_dir() / "diagnostics.jsonl") if r["mode"] == "train"]
-    assert a_steps == sorted(set(a_steps)), "Stage A's killed attempt left records behind"
+    assert a_steps == [1, 2, 3, 4], "Stage A's killed attempt left records behind (or lost some)"
 
-    # 3: the rerun resumes rung 0 from the Stage A checkpoint (not retrained) and ends where an
-    # uninterrupted climb ends, file by file
+    b_newest = int(b_checkpoints()[-1].stem.rsplit("_", 1)[1])
+
+    # 3: the rerun resumes rung 0 from its newest mid-stage checkpoint (Stage A not retrained) and
+    # ends where an uninterrupted climb ends, file by file
     in_process(climb, root)
     assert (checkpoint.stat().st_mtime_ns, checkpoint.read_bytes()) == stage_a
     records = _records(rung() / "diagnostics.jsonl")
     assert [r["stage"] for r in records] == sorted(r["stage"] for r in records)  # A's copy, then one B
     b_steps = [r["global_step"] for r in records if r["stage"] == "B" and r["mode"] == "train"]
     assert b_steps == sorted(set(b_steps)) and b_steps[0] > a_steps[-1]
-    assert_identical(tmp_path / "reference" / "work", work, HERO_EXCLUDED, at_least=1000)
+    assert not b_checkpoints() and b_newest >= 1
+    assert json.loads((rung() / "result.json").read_text())["stage_b"]["resumed_from_step"] == b_newest
+    # the resumed stages' summaries (stage_a.json, result.json) name their resume step
+    assert_identical(tmp_path / "reference" / "work", work, HERO_EXCLUDED + ["resumed_from_step"], at_least=1000)

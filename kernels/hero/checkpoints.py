@@ -4,11 +4,19 @@ continuing its AdamW state for the prefix.
 
 A checkpoint is ``train_stage``'s ``stage_<a|b>.pt``: {"format", "stage", "global_step",
 "latent": the prefix's state_dict, "optimizer": AdamW's state_dict, "lora" (Stage B)}.
+
+A mid-stage checkpoint (``hero.checkpoint_every``) is ``stage_<a|b>_step_NNNNNN.pt`` in the
+stage's folder, the same fields plus what continuing bit-exactly needs (``"resume"``: the
+step, the epoch's batch order and the next micro-batch group, the RNG states, the running
+numbers, the diagnostics files' byte lengths); the newest ``hero.keep_checkpoints`` stay.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import random
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -89,3 +97,66 @@ def load_prefix_optimizer(optimizer: torch.optim.Optimizer, prefix_params: Seque
             raise ExpspecError(f"hero: the checkpoint's optimizer state does not fit prefix tensor "
                                f"{tuple(param.shape)}")
         optimizer.state[param] = state
+
+
+def mid_checkpoint(out_dir: Path, stage: str, step: int) -> Path:
+    """Where a stage's mid-stage checkpoint after (stage-local) ``step`` goes."""
+    return Path(out_dir) / f"stage_{stage.lower()}_step_{step:06d}.pt"
+
+
+def mid_checkpoints(out_dir: Path, stage: str) -> list[Path]:
+    """A stage's mid-stage checkpoints in ``out_dir``, oldest first."""
+    pattern = re.compile(rf"stage_{stage.lower()}_step_(\d+)\.pt")
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob(f"stage_{stage.lower()}_step_*.pt")
+             if (m := pattern.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_mid_checkpoint(out_dir: Path, stage: str) -> Path | None:
+    """The newest mid-stage checkpoint an unfinished stage resumes from (None: start over)."""
+    found = mid_checkpoints(out_dir, stage)
+    return found[-1] if found else None
+
+
+def prune_mid_checkpoints(out_dir: Path, stage: str, keep: int) -> None:
+    """Keep the newest ``keep`` mid-stage checkpoints (0: none, once the stage's own is written),
+    and no temp file a killed write left."""
+    found = mid_checkpoints(out_dir, stage)
+    for path in found[:max(len(found) - keep, 0)]:
+        path.unlink(missing_ok=True)
+    for tmp in Path(out_dir).glob(f".stage_{stage.lower()}*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    """The stage's generator and the global RNGs (torch CPU, CUDA, Python's)."""
+    return {"stage": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(gen: torch.Generator, rng: Mapping) -> None:
+    """Put back what ``rng_state`` saved."""
+    gen.set_state(rng["stage"].cpu())
+    torch.set_rng_state(rng["torch"].cpu())
+    random.setstate(_as_tuples(rng["python"]))
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def file_size(path: Path) -> int | None:
+    """A file's length in bytes (None: no such file)."""
+    return path.stat().st_size if path.is_file() else None
+
+
+def truncate_to(path: Path, size: int | None) -> None:
+    """A diagnostics file back to its length at a mid-stage checkpoint (None: it did not exist)."""
+    if size is None:
+        path.unlink(missing_ok=True)
+    elif file_size(path) is None or file_size(path) < size:
+        raise ExpspecError(f"hero: {path} is shorter than at the checkpoint it resumes from ({size} bytes)")
+    else:
+        os.truncate(path, size)

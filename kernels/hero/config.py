@@ -85,6 +85,9 @@ KNOBS: dict[str, Any] = {
     "resume_from": "",  # a Stage A checkpoint (train_stage's stage_a.pt): Stage B / every rung starts from it
     "resume_optimizer": False,  # also load that checkpoint's AdamW state for the prefix (when it has one)
     "nproc_per_node": 1,  # processes per training stage: > 1 = DDP under torchrun; 0 = one per visible GPU
+    # --- mid-stage checkpoints: a killed stage resumes from its newest one, bit-exactly (not in any key) ---
+    "checkpoint_every": 0,  # optimizer steps between mid-stage checkpoints; 0 = only the stage's own at its end
+    "keep_checkpoints": 2,  # the newest N mid-stage checkpoints kept (all removed once the stage is recorded)
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -97,9 +100,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE = ("latent_len", "d_z", "qa_max_facts", "stage_a_samples", "stage_b_samples", "stage_a_epochs",
              "stage_b_epochs", "eval_samples", "batch_size", "grad_accum", "k_tokens", "lora_r", "lora_alpha",
              "max_new_tokens", "log_every", "eval_every", "ladder_first_token_weight",
-             "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm")
+             "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm",
+             "keep_checkpoints")
 _NON_NEGATIVE = ("qa_seed", "lr_min", "first_token_weight", "kce_weight", "kd_weight", "lora_layers",
-                 "nproc_per_node", "epoch_samples", "min_f1_nonzero_examples", "min_peak_first_acc", "min_mean_f1")
+                 "nproc_per_node", "checkpoint_every", "epoch_samples", "min_f1_nonzero_examples",
+                 "min_peak_first_acc", "min_mean_f1")
 _FRACTIONS = ("qa_multi_token_share", "first_token_warmup_frac", "lr_warmup_frac", "lora_dropout",
               "min_final_over_peak",
               "max_repetition_rate")
@@ -146,6 +151,7 @@ FAMILY = Family(
     knobs=KNOBS,
     choices=CHOICES,
     validate=validate,
-    free_text=("work_dir", "resume_from"),  # resume_from: its content fingerprint keys the ladder
+    # resume_from: its content fingerprint keys the ladder; checkpoints never change a result
+    free_text=("work_dir", "resume_from", "checkpoint_every", "keep_checkpoints"),
     cli="expspec.kernels.hero.cli:add_commands",
 )

@@ -58,8 +58,16 @@ def all_reduce_sum(values: Sequence[float], device: torch.device) -> list[float]
 
 def gather_rows(rows_per_batch: list[list], size: int) -> list[list]:
     """Each micro-batch's rows from every rank, in the one-process order (rank slices are contiguous)."""
+    gathered = gather_objects(rows_per_batch, size)
+    return [row for batch in range(len(rows_per_batch)) for rank_rows in gathered for row in rank_rows[batch]]
+
+
+def gather_objects(value, size: int) -> list:
+    """Every rank's ``value``, in rank order (one process: ``[value]``)."""
+    if size == 1:
+        return [value]
     import torch.distributed as dist
 
     gathered: list = [None] * size
-    dist.all_gather_object(gathered, rows_per_batch)
-    return [row for batch in range(len(rows_per_batch)) for rank_rows in gathered for row in rank_rows[batch]]
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -16,7 +16,9 @@ the plan's decision tree:
 
 Rung folders hold diagnostics (Stage A's records, then the rung's), eval files, the
 checkpoint and ``result.json``; ``ladder.json`` lists the rungs (delta, checklist, decision,
-wall time). A rung without ``result.json`` (killed) is cleared and rerun; finished rungs are
+wall time). A rung without ``result.json`` (killed) is cleared and rerun - or, with
+``hero.checkpoint_every``, resumed from its newest mid-stage checkpoint, as is an unfinished
+Stage A (the mid-stage checkpoints go once the stage's result is written); finished rungs are
 read back, so a warm rerun loads no model at all.
 
 ``hero.resume_from``: a user's proven Stage A checkpoint replaces our Stage A (copied into
@@ -41,6 +43,7 @@ from expspec.kernels import progress
 from expspec.kernels.atomic_io import read_json, write_json_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.hero.checklist import checklist, decision, hero_projection, run_series
+from expspec.kernels.hero.checkpoints import latest_mid_checkpoint, prune_mid_checkpoints
 from expspec.kernels.hero.diagnostics import read_diagnostics
 from expspec.kernels.hero.schedules import linear_decay_for, optimizer_steps
 
@@ -50,9 +53,10 @@ NOT_STAGE_A = frozenset({"stage_b_samples", "stage_b_epochs", "ss_schedule", "ss
                          "min_peak_first_acc", "min_final_over_peak", "min_f1_nonzero_examples", "min_mean_f1",
                          "max_grad_norm", "max_repetition_rate", "min_prior_margin", "work_dir",
                          "ladder_first_token_weight", "ladder_epochs_factor", "ladder_lr", "resume_optimizer",
-                         "resume_from", "nproc_per_node"})
-# Never in a key: where things go, the checkpoint's path (its bytes are), the process layout.
-NOT_IN_KEYS = frozenset({"work_dir", "resume_from", "nproc_per_node"})
+                         "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints"})
+# Never in a key: where things go, the checkpoint's path (its bytes are), the process layout, how
+# often a stage checkpoints (a resumed stage ends bit-exactly where an uninterrupted one does).
+NOT_IN_KEYS = frozenset({"work_dir", "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints"})
 PHASE2 = ("phase2_first_token_weight", "phase2_more_epochs", "phase2_cosine_lr")
 PHASE3 = "phase3_scheduled_sampling"
 RUNGS = ("phase1", *PHASE2, PHASE3)
@@ -193,9 +197,12 @@ class HeroLadder:
     def stage_a(self) -> dict:
         done = self.stage_a_dir / "stage_a.json"
         if done.is_file() and (self.stage_a_dir / "stage_a.pt").is_file():
+            prune_mid_checkpoints(self.stage_a_dir, "A", 0)  # a kill may have come between the two
             return read_json(done)
-        shutil.rmtree(self.stage_a_dir, ignore_errors=True)
-        self.stage_a_dir.mkdir(parents=True)
+        mid = self._unfinished(self.stage_a_dir, "A") if self.resume is None else None
+        if mid is None:
+            shutil.rmtree(self.stage_a_dir, ignore_errors=True)
+            self.stage_a_dir.mkdir(parents=True)
         if self.resume is not None:
             result = self._resumed_stage_a()
         elif self.nproc > 1:
@@ -203,7 +210,8 @@ class HeroLadder:
 
             self._release()
             self.log(f"hero: Stage A ({self.stage_a_dir.name}) under torchrun, {self.nproc} processes")
-            result = launch_stage(self._job("A", self.cfg, self.stage_a_dir), self.nproc)
+            result = launch_stage(self._job("A", self.cfg, self.stage_a_dir, mid_checkpoint=mid and str(mid)),
+                                  self.nproc)
         else:
             from expspec.kernels.hero.stages import train_stage
 
@@ -211,9 +219,17 @@ class HeroLadder:
             self.log(f"hero: Stage A ({self.stage_a_dir.name})")
             with progress.stage("hero stage A"):
                 result = train_stage("A", models, self._latent()[0], train, evals, self.cfg, self.stage_a_dir,
-                                     self.seed)
+                                     self.seed, resume=mid)
         write_json_atomic(done, result)
+        prune_mid_checkpoints(self.stage_a_dir, "A", 0)  # superseded by stage_a.pt
         return result
+
+    def _unfinished(self, folder: Path, stage: str) -> Path | None:
+        """The newest mid-stage checkpoint an unfinished stage in ``folder`` resumes from (logged), or None."""
+        mid = latest_mid_checkpoint(folder, stage) if folder.is_dir() else None
+        if mid is not None:
+            self.log(f"hero: Stage {stage} in {folder.name} resumes from {mid.name}")
+        return mid
 
     def _resumed_stage_a(self) -> dict:
         """The user's Stage A: copied (its fingerprint checked again), its shape checked against
@@ -238,7 +254,7 @@ class HeroLadder:
 
     def _job(self, stage: str, cfg: Mapping[str, Any], out_dir: Path, **extra) -> dict:
         return {"hero": dict(cfg), "seed": self.seed, "stage": stage, "out_dir": str(out_dir),
-                "device": str(self.device), **extra}
+                "device": str(self.device), **{k: v for k, v in extra.items() if v is not None}}
 
     def text_baseline(self) -> dict:
         path = self.stage_a_dir / "text_baseline.json"
@@ -255,17 +271,21 @@ class HeroLadder:
     def rung(self, index: int, name: str) -> dict:
         folder = self.dir / f"{index}_{name}"
         if (folder / "result.json").is_file():
+            prune_mid_checkpoints(folder, "B", 0)
             return read_json(folder / "result.json")
         from expspec.kernels.hero.stages import evaluate, train_stage
 
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        mid = self._unfinished(folder, "B")
+        if mid is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
         stage_a = self.stage_a()
         baseline = self.text_baseline()
         delta = rung_delta(name, self.cfg)
         cfg = {**self.cfg, **delta}
-        shutil.copyfile(self.stage_a_dir / "diagnostics.jsonl", folder / "diagnostics.jsonl")
-        shutil.copyfile(self.stage_a_dir / "diagnostics_epoch.jsonl", folder / "diagnostics_epoch.jsonl")
+        if mid is None:  # a resumed rung's files already start with them
+            shutil.copyfile(self.stage_a_dir / "diagnostics.jsonl", folder / "diagnostics.jsonl")
+            shutil.copyfile(self.stage_a_dir / "diagnostics_epoch.jsonl", folder / "diagnostics_epoch.jsonl")
         self.log(f"hero: rung {index} {name} {delta or ''}")
         started = time.perf_counter()
         if self.nproc > 1:  # every rank trains, rank 0 evaluates; this process holds no model meanwhile
@@ -274,7 +294,7 @@ class HeroLadder:
             self._release()
             stage_b = launch_stage(self._job("B", cfg, folder, resume=str(self.stage_a_dir / "stage_a.pt"),
                                              resume_optimizer=cfg["resume_optimizer"],
-                                             start_step=stage_a["global_step_end"],
+                                             start_step=stage_a["global_step_end"], mid_checkpoint=mid and str(mid),
                                              text_rows=str(self.stage_a_dir / "text_baseline.json")), self.nproc)
             evaluation = stage_b.pop("eval")
         else:
@@ -284,7 +304,7 @@ class HeroLadder:
             with progress.stage(f"hero {name}"):
                 stage_b = train_stage("B", models, latent, train, evals, cfg, folder, self.seed,
                                       start_step=stage_a["global_step_end"],
-                                      optimizer_state=self._optimizer_state(state))
+                                      optimizer_state=self._optimizer_state(state), resume=mid)
                 evaluation = evaluate(models, latent,
                                       train.questions[:max(cfg["stage_a_samples"], cfg["stage_b_samples"])],
                                       evals, cfg, folder, baseline["rows"])
@@ -297,6 +317,7 @@ class HeroLadder:
                   "projection": hero_projection(evaluation["latent"]["mean_f1"]),
                   "wall_s": time.perf_counter() - started, "folder": str(folder)}
         write_json_atomic(folder / "result.json", result)
+        prune_mid_checkpoints(folder, "B", 0)  # superseded by stage_b.pt
         return read_json(folder / "result.json")
 
     def _reset_lora(self, models) -> None:

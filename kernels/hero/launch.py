@@ -3,7 +3,8 @@
     torchrun --standalone --nproc-per-node K -m expspec.kernels.hero.launch --job DIR/launch_<a|b>.json
 
 The job file holds the hero table, the seed, the stage, the device, the checkpoint the stage
-resumes from (Stage B: Stage A's) and, for a rung, the text baseline's rows to evaluate
+resumes from (Stage B: Stage A's), the stage's own mid-stage checkpoint it continues from (if
+the ladder found one; every rank loads it) and, for a rung, the text baseline's rows to evaluate
 with. Every rank loads the models and data, builds the same prefix (and LoRA) from the seed
 and runs ``train_stage``, which shards each micro-batch over the ranks and sums their
 gradients (``ddp``): the same global batch trains like one process. Rank 0 alone writes the
@@ -60,7 +61,8 @@ def run_job(job: Mapping[str, Any]) -> dict:
             add_lora(models, cfg)
             torch.manual_seed(seed)
         result = train_stage(stage, models, latent, train, evals, cfg, out_dir, seed,
-                             start_step=int(job.get("start_step", 0)), optimizer_state=optimizer_state)
+                             start_step=int(job.get("start_step", 0)), optimizer_state=optimizer_state,
+                             resume=Path(job["mid_checkpoint"]) if job.get("mid_checkpoint") else None)
         if rank == 0:
             if job.get("text_rows"):
                 result["eval"] = evaluate(models, latent, train_q[:n_train], evals, cfg, out_dir,

@@ -17,6 +17,13 @@ window's largest pre-clip norm, so a spike is never averaged away); every ``eval
 steps and at each epoch's end an ``eval`` record on the eval questions (first-token accuracy
 teacher-forced; answer length and token diversity from greedy answers to the first 10). Steps
 are numbered across stages (Stage B goes on from Stage A's last step).
+
+Every ``checkpoint_every`` steps (0: never) rank 0 writes a mid-stage checkpoint
+(``checkpoints.mid_checkpoint``); ``train_stage(..., resume=it)`` continues from it bit-exactly:
+the weights, AdamW, the epoch's batch order and position, the stage's generator (order,
+scheduled-sampling coins) and the global RNGs (LoRA dropout), the running numbers (the log
+window, the epoch's losses, the largest grad norm), and the diagnostics files truncated back to
+their length at that step, so no record is written twice.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from expspec.kernels import progress
 from expspec.kernels.atomic_io import write_json_atomic, write_text_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.hero import ddp, losses
-from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, load_prefix_optimizer
+from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, file_size, load_prefix_optimizer, load_stage, \
+    mid_checkpoint, prune_mid_checkpoints, restore_rng, rng_state, truncate_to
 from expspec.kernels.hero.diagnostics import append_epoch_record, append_step_record, first_token_histogram, \
     token_diversity
 from expspec.kernels.hero.latent import LatentPrefix
@@ -120,11 +128,12 @@ def _scheduled_inputs(models: HeroModels, prefix: torch.Tensor, targets: torch.T
 
 def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAData, evals: QAData,
                 cfg: Mapping[str, Any], out_dir: Path, seed: int, start_step: int = 0, *,
-                optimizer_state: Mapping | None = None) -> dict:
+                optimizer_state: Mapping | None = None, resume: Path | None = None) -> dict:
     """Train one stage; append its diagnostics in ``out_dir``; return its summary (+ checkpoint).
 
     ``optimizer_state``: a Stage A checkpoint's AdamW state, continued for the prefix's
-    parameters (LoRA's start fresh). Under torchrun (a process group of several ranks) each
+    parameters (LoRA's start fresh). ``resume``: this stage's mid-stage checkpoint to continue
+    from (every rank loads it; its weights and AdamW state replace the ones given). Under torchrun (a process group of several ranks) each
     rank trains its share of every micro-batch and the gradients are summed (``ddp``); rank 0
     alone evaluates and writes the diagnostics and the checkpoint."""
     plan = _stage_plan(cfg, stage, len(train))
@@ -137,7 +146,12 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     for param in params:  # nothing another stage left behind reaches this stage's first step
         param.grad = None
     optimizer = torch.optim.AdamW(params, lr=plan["lr"], weight_decay=0.0)
-    if optimizer_state is not None:
+    saved = load_stage(models, latent, Path(resume), cfg) if resume is not None else None
+    if saved is not None and (saved.get("stage") != stage or "resume" not in saved):
+        raise ExpspecError(f"hero stage {stage}: {resume} is not a mid-stage checkpoint of Stage {stage}")
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+    elif optimizer_state is not None:
         load_prefix_optimizer(optimizer, prefix_params, optimizer_state)
     if models.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(models.device)
@@ -146,7 +160,17 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     diag, diag_epoch = out_dir / "diagnostics.jsonl", out_dir / "diagnostics_epoch.jsonl"
     step, window, epoch_losses = 0, [], []
     max_norm, last_norm, started = 0.0, 0.0, time.perf_counter()
-    eval_every = cfg["eval_every"]
+    eval_every, checkpoint_every = cfg["eval_every"], cfg["checkpoint_every"]
+    lr, last_eval, first_epoch, first_group, order = plan["lr"], None, 0, 0, None
+    if saved is not None:
+        at = saved["resume"]
+        step, first_epoch, first_group, order = at["step"], at["epoch"], at["next_group"], at["order"]
+        max_norm, last_norm, lr, last_eval = at["max_norm"], at["last_norm"], at["lr"], at["last_eval"]
+        window, epoch_losses, started = at["window"], at["epoch_losses"], started - at["elapsed"]
+        restore_rng(gen, at["rng"][rank] if len(at["rng"]) == size else at["rng"][0])
+        if rank == 0:  # no record twice: the files as they were at that step
+            truncate_to(diag, at["diagnostics_bytes"])
+            truncate_to(diag_epoch, at["diagnostics_epoch_bytes"])
 
     def train_mode(on: bool) -> None:  # the prefix, and LoRA's dropout in Stage B (the decoder has none)
         latent.train(on)
@@ -168,12 +192,25 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
         append_step_record(diag, record)
         return {"stats": stats, "answers": answers, "shown": shown, "step": step}
 
+    def save_mid(epoch: int, next_group: int) -> None:  # after a step's records: every rank's RNGs, rank 0 writes
+        rngs = ddp.gather_objects(rng_state(gen), size)  # LoRA dropout draws differ by rank
+        if rank != 0:
+            return
+        state = _stage_state(stage, models, latent, optimizer, start_step + step)
+        state["resume"] = {"step": step, "epoch": epoch, "next_group": next_group, "order": order,
+                           "max_norm": max_norm, "last_norm": last_norm, "lr": lr, "last_eval": last_eval,
+                           "window": window, "epoch_losses": epoch_losses,
+                           "elapsed": time.perf_counter() - started, "rng": rngs,
+                           "diagnostics_bytes": file_size(diag), "diagnostics_epoch_bytes": file_size(diag_epoch)}
+        write_checkpoint(mid_checkpoint(out_dir, stage, step), state)
+        prune_mid_checkpoints(out_dir, stage, cfg["keep_checkpoints"])
+
     train_mode(True)
-    lr, last_eval = plan["lr"], None
-    for epoch in range(plan["epochs"]):
-        order = torch.randperm(plan["samples"], generator=gen).tolist()
+    for epoch in range(first_epoch, plan["epochs"]):
+        if order is None:
+            order = torch.randperm(plan["samples"], generator=gen).tolist()
         batches = [order[i:i + cfg["batch_size"]] for i in range(0, len(order), cfg["batch_size"])]
-        for group_start in range(0, len(batches), accum):
+        for group_start in range(first_group, len(batches), accum):
             tick = time.perf_counter()
             lr = lr_at(step, total, plan["lr"], cfg["lr_schedule"], cfg["lr_min"], plan["warmup"])
             for group in optimizer.param_groups:
@@ -247,6 +284,9 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
                 window = []
             if step % eval_every == 0 and rank == 0:
                 last_eval = eval_record(epoch)
+            if checkpoint_every and step % checkpoint_every == 0 and step < total:
+                save_mid(epoch, group_start + accum)
+        order, first_group = None, 0
         if rank != 0:  # rank 0 alone evaluates and writes
             epoch_losses = []
             continue
@@ -264,20 +304,28 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     train_mode(False)
     wall = time.perf_counter() - started
     checkpoint = out_dir / f"stage_{stage.lower()}.pt"
-    state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": start_step + step,
-             "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
-    if stage == "B" and rank == 0:
-        from peft import get_peft_model_state_dict
-
-        state["lora"] = get_peft_model_state_dict(models.lora)
-        models.lora.save_pretrained(out_dir / "lora_adapter")  # adapter_config.json + weights, for peft users
     if rank == 0:
-        write_checkpoint(checkpoint, state)
+        write_checkpoint(checkpoint, _stage_state(stage, models, latent, optimizer, start_step + step))
+        if stage == "B":
+            models.lora.save_pretrained(out_dir / "lora_adapter")  # adapter_config.json + weights, for peft users
+    resumed = {"resumed_from_step": saved["resume"]["step"]} if saved is not None else {}
     return {"stage": stage, "steps": step, "global_step_end": start_step + step, "samples": plan["samples"],
             "epochs": plan["epochs"], "world_size": size, "wall_s": wall, "sec_per_step": wall / max(step, 1),
             "max_grad_norm": max_norm, "checkpoint": str(checkpoint), "device": str(models.device),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(models.device) / 2 ** 30
-            if models.device.type == "cuda" else None}
+            if models.device.type == "cuda" else None, **resumed}
+
+
+def _stage_state(stage: str, models: HeroModels, latent: LatentPrefix, optimizer: torch.optim.Optimizer,
+                 global_step: int) -> dict:
+    """A stage checkpoint's weights and AdamW state (``checkpoints``' format)."""
+    state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": global_step,
+             "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
+    if stage == "B":
+        from peft import get_peft_model_state_dict
+
+        state["lora"] = get_peft_model_state_dict(models.lora)
+    return state
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
