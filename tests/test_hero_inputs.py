@@ -10,8 +10,8 @@ import pytest
 from expspec.kernels.config import resolve_scale
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.hero import availability
-from expspec.kernels.hero.ddp import shard
-from expspec.kernels.hero.ladder import HeroLadder
+from expspec.kernels.hero.ddp import all_reduce_grads, shard
+from expspec.kernels.hero.ladder import HeroLadder, processes
 from expspec.kernels.hero.qa_data import generate_qa, write_qa
 
 pytestmark = pytest.mark.xdist_group("hero")
@@ -158,6 +158,55 @@ def test_shards_partition_a_micro_batch():
             parts = [list(range(n))[shard(n, r, size)] for r in range(size)]
             assert sum(parts, []) == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_nproc_zero_takes_every_gpu_only_when_this_worker_owns_them(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    every = [f"cuda:{i}" for i in range(4)]
+    assert processes(0, "cpu") == 1 and processes(2, "cpu") == 2
+    assert processes(0, "cuda:0", every) == 4  # one worker, every GPU its own
+    assert processes(0, "cuda", ["cuda", "cuda:1", "cuda:2", "cuda:3"]) == 4
+    assert processes(0, "cuda:1", ["cuda:1"]) == 1 and processes(0, "cuda:0") == 1  # an xdist worker's one GPU
+    assert processes(0, "cuda:0", every[:2]) == 1  # --devices names only some of them
+    assert processes(3, "cuda:0") == 3
+    with pytest.raises(ExpspecError, match=r"^hero\.nproc_per_node = 5: only 4 CUDA devices are visible"):
+        processes(5, "cuda:0", every)
+
+
+def test_the_process_group_waits_dist_timeout_min(monkeypatch):
+    """Ranks wait while rank 0 evaluates: the group's timeout is the knob's, not NCCL's 10 minutes."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from expspec.kernels.hero.launch import init_group
+
+    seen = {}
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: seen.update(b=backend, t=timeout))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_group("cpu", 60) is False and not seen  # one process: no group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert init_group("cpu", 90) is True and seen == {"b": "gloo", "t": timedelta(minutes=90)}
+    assert resolve_scale("smoke")["hero"]["dist_timeout_min"] == 60
+
+
+def test_a_gradient_no_rank_has_stays_none(tmp_path):
+    """AdamW skips a parameter without a gradient: the all_reduce must not turn it into zeros."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        used, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+        used.grad = torch.tensor([1.0, 2.0, 3.0])
+        all_reduce_grads([used, unused])
+        assert used.grad.tolist() == [1.0, 2.0, 3.0] and unused.grad is None
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_hub_models_key_is_its_revision_before_and_after_the_download(tmp_path, monkeypatch):

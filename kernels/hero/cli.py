@@ -117,12 +117,14 @@ def cmd_hero_monitor(args) -> int:
 
 def _ladder(args, cfg: dict, label: str) -> dict:
     from expspec.kernels.cli import device_from_args
+    from expspec.kernels.devices import parse_devices
     from expspec.kernels.hero.ladder import HeroLadder
 
     hero, seed = cfg["hero"], cfg["common"]["seed"]
     root = Path(args.work_dir or hero["work_dir"] or Path("reports") / "work" / "hero")
     result = HeroLadder(hero, seed, root, device=device_from_args(args),
-                        log=lambda line: print(line, file=sys.stderr, flush=True)).run()
+                        log=lambda line: print(line, file=sys.stderr, flush=True),
+                        devices=parse_devices(args.device)).run()
     for rung in result["rungs"]:
         failed = ", ".join(rung["decision"]["failed"]) or "none"
         print(f"{label} rung {rung['index']} {rung['name']}: mean F1 {rung['mean_f1']:.3f}, peak first_acc "

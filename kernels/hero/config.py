@@ -84,7 +84,8 @@ KNOBS: dict[str, Any] = {
     # --- resuming a proven Stage A, and the process layout ---
     "resume_from": "",  # a Stage A checkpoint (train_stage's stage_a.pt): Stage B / every rung starts from it
     "resume_optimizer": False,  # also load that checkpoint's AdamW state for the prefix (when it has one)
-    "nproc_per_node": 1,  # processes per training stage: > 1 = DDP under torchrun; 0 = one per visible GPU
+    "nproc_per_node": 1,  # processes per training stage: > 1 = DDP under torchrun; 0 = one per GPU this worker owns
+    "dist_timeout_min": 60,  # DDP: minutes a rank waits in a collective (ranks wait while rank 0 evaluates)
     # --- mid-stage checkpoints: a killed stage resumes from its newest one, bit-exactly (not in any key) ---
     "checkpoint_every": 0,  # optimizer steps between mid-stage checkpoints; 0 = only the stage's own at its end
     "keep_checkpoints": 2,  # the newest N mid-stage checkpoints kept (all removed once the stage is recorded)
@@ -101,7 +102,7 @@ _POSITIVE = ("latent_len", "d_z", "qa_max_facts", "stage_a_samples", "stage_b_sa
              "stage_b_epochs", "eval_samples", "batch_size", "grad_accum", "k_tokens", "lora_r", "lora_alpha",
              "max_new_tokens", "log_every", "eval_every", "ladder_first_token_weight",
              "ladder_epochs_factor", "ladder_lr", "lr", "lora_lr", "grad_clip", "kd_tau", "max_grad_norm",
-             "keep_checkpoints")
+             "keep_checkpoints", "dist_timeout_min")
 _NON_NEGATIVE = ("qa_seed", "lr_min", "first_token_weight", "kce_weight", "kd_weight", "lora_layers",
                  "nproc_per_node", "checkpoint_every", "epoch_samples", "min_f1_nonzero_examples",
                  "min_peak_first_acc", "min_mean_f1")
@@ -151,7 +152,7 @@ FAMILY = Family(
     knobs=KNOBS,
     choices=CHOICES,
     validate=validate,
-    # resume_from: its content fingerprint keys the ladder; checkpoints never change a result
-    free_text=("work_dir", "resume_from", "checkpoint_every", "keep_checkpoints"),
+    # resume_from: its content fingerprint keys the ladder; checkpoints and the DDP timeout never change a result
+    free_text=("work_dir", "resume_from", "checkpoint_every", "keep_checkpoints", "dist_timeout_min"),
     cli="expspec.kernels.hero.cli:add_commands",
 )

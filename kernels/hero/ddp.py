@@ -9,6 +9,12 @@ the gradients are summed over ranks (``all_reduce_grads``): the sum of the ranks
 the one-process loss of the whole micro-batch, and so is its gradient, up to float
 summation order. Every rank draws the same random numbers (order, scheduled-sampling coins)
 from the same seed, so they agree on everything but their slice. One process: no-ops.
+
+The exception: LoRA dropout (``hero.lora_dropout`` > 0, Stage B) draws its masks from each
+rank's own torch RNG, so with ``hero.nproc_per_node`` > 1 the ranks' masks differ from the
+ones one process would draw: Stage B under DDP with dropout is a different (equally valid)
+stochastic estimator of the same gradient, not the one-process computation bit for bit.
+Stage A (no LoRA) and ``lora_dropout = 0`` are.
 """
 
 from __future__ import annotations
@@ -35,15 +41,19 @@ def shard(n: int, rank: int, size: int) -> slice:
 
 
 def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over the ranks (one flat all_reduce)."""
+    """Sum every parameter's gradient over the ranks (one flat all_reduce). A parameter no rank
+    has a gradient for keeps ``grad = None`` (AdamW skips it, as one process would); one that
+    only some ranks have (a rank whose share was empty) gets the others' sum."""
     import torch.distributed as dist
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    present = [torch.ones(1, dtype=g.dtype, device=g.device) if p.grad is not None
+               else torch.zeros(1, dtype=g.dtype, device=g.device) for p, g in zip(params, grads)]
+    flat = torch.cat([g.reshape(-1) for g in grads] + present)
     dist.all_reduce(flat)
-    offset = 0
-    for param, grad in zip(params, grads):
-        param.grad = flat[offset:offset + grad.numel()].view_as(grad).clone()
+    offset, flags = 0, flat[-len(params):].tolist() if params else []
+    for param, grad, flag in zip(params, grads, flags):
+        param.grad = flat[offset:offset + grad.numel()].view_as(grad).clone() if flag > 0 else None
         offset += grad.numel()
 
 

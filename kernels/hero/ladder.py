@@ -53,10 +53,12 @@ NOT_STAGE_A = frozenset({"stage_b_samples", "stage_b_epochs", "ss_schedule", "ss
                          "min_peak_first_acc", "min_final_over_peak", "min_f1_nonzero_examples", "min_mean_f1",
                          "max_grad_norm", "max_repetition_rate", "min_prior_margin", "work_dir",
                          "ladder_first_token_weight", "ladder_epochs_factor", "ladder_lr", "resume_optimizer",
-                         "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints"})
+                         "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints",
+                         "dist_timeout_min"})
 # Never in a key: where things go, the checkpoint's path (its bytes are), the process layout, how
 # often a stage checkpoints (a resumed stage ends bit-exactly where an uninterrupted one does).
-NOT_IN_KEYS = frozenset({"work_dir", "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints"})
+NOT_IN_KEYS = frozenset({"work_dir", "resume_from", "nproc_per_node", "checkpoint_every", "keep_checkpoints",
+                         "dist_timeout_min"})
 PHASE2 = ("phase2_first_token_weight", "phase2_more_epochs", "phase2_cosine_lr")
 PHASE3 = "phase3_scheduled_sampling"
 RUNGS = ("phase1", *PHASE2, PHASE3)
@@ -114,25 +116,36 @@ def input_fingerprints(cfg: Mapping[str, Any]) -> dict:
     return out
 
 
-def processes(nproc_per_node: int, device: str) -> int:
-    """Processes per stage: the knob, or (0) one per visible CUDA device on a CUDA run."""
-    if nproc_per_node > 0:
-        return nproc_per_node
+def processes(nproc_per_node: int, device: str, devices: list[str] | None = None) -> int:
+    """Processes per stage. ``devices``: the devices this process may use (default: ``device``
+    alone; an xdist worker owns only its own). 0 = one per visible CUDA device when this
+    process owns every one of them (torchrun's rank r takes cuda:r), else 1 on ``device``.
+    More processes than visible GPUs on a CUDA run is a one-line error."""
+    cuda = str(device).startswith("cuda")
+    if not cuda:
+        return nproc_per_node or 1
     import torch
 
-    return max(1, torch.cuda.device_count()) if str(device).startswith("cuda") else 1
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if nproc_per_node == 0:
+        owned = {"cuda:0" if d == "cuda" else d for d in (devices or [str(device)])}
+        return visible if visible > 1 and {f"cuda:{i}" for i in range(visible)} <= owned else 1
+    if nproc_per_node > visible:
+        raise ExpspecError(f"hero.nproc_per_node = {nproc_per_node}: only {visible} CUDA devices are visible "
+                           f"(one process per GPU; 0 = one per GPU this worker owns)")
+    return nproc_per_node
 
 
 class HeroLadder:
     """One recipe's Stage A and ladder under ``root`` (models and data loaded only if needed)."""
 
     def __init__(self, cfg: Mapping[str, Any], seed: int, root: Path, device: str = "cpu",
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, devices: list[str] | None = None):
         from expspec.kernels.run_cache import code_fingerprint
 
         self.cfg, self.seed, self.device, self.log = dict(cfg), seed, device, log
         self.resume = Path(self.cfg["resume_from"]) if self.cfg["resume_from"] else None
-        self.nproc = processes(self.cfg["nproc_per_node"], device)
+        self.nproc = processes(self.cfg["nproc_per_node"], device, devices)  # devices: what this process owns
         # Stage A: the training code and knobs it reads (not the checklist's), the size of the
         # generated set (its questions depend on it), the device type (fp32 on CPU, bf16 on CUDA),
         # the model and data files; a resumed Stage A: the checkpoint's bytes

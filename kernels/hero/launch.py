@@ -8,7 +8,9 @@ the ladder found one; every rank loads it) and, for a rung, the text baseline's 
 with. Every rank loads the models and data, builds the same prefix (and LoRA) from the seed
 and runs ``train_stage``, which shards each micro-batch over the ranks and sums their
 gradients (``ddp``): the same global batch trains like one process. Rank 0 alone writes the
-diagnostics and the checkpoint, evaluates a rung, and writes ``stage_<a|b>.json``.
+diagnostics and the checkpoint, evaluates a rung, and writes ``stage_<a|b>.json``; meanwhile
+the other ranks wait in a barrier, so the group's collective timeout is ``hero.dist_timeout_min``
+(default 60 minutes, not NCCL's 10).
 """
 
 from __future__ import annotations
@@ -18,18 +20,36 @@ import os
 import shlex
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping
 
 from expspec.kernels.atomic_io import read_json, write_json_atomic
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.train.torchrun import threads_per_process
 
 ERROR_MARK = "expspec: error: "
 
 
 def job_result_path(out_dir: Path, stage: str) -> Path:
     return Path(out_dir) / f"stage_{stage.lower()}.json"
+
+
+def init_group(device: str, timeout_min: float) -> bool:
+    """Under torchrun (WORLD_SIZE > 1): set this rank's GPU and start the process group with a
+    ``timeout_min``-minute collective timeout (the other ranks wait in a barrier while rank 0
+    evaluates a rung, which can outlast NCCL's 10-minute default). True when it started one."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=float(timeout_min)))
+    return True
 
 
 def run_job(job: Mapping[str, Any]) -> dict:
@@ -44,7 +64,8 @@ def run_job(job: Mapping[str, Any]) -> dict:
     from expspec.kernels.train.launch import dist_setup
 
     cfg, seed, stage, out_dir = dict(job["hero"]), int(job["seed"]), job["stage"], Path(job["out_dir"])
-    rank, _, device, owned = dist_setup(SimpleNamespace(device=job["device"]))
+    owned = init_group(job["device"], cfg.get("dist_timeout_min", 60))  # dist_setup keeps a group it finds
+    rank, _, device, _ = dist_setup(SimpleNamespace(device=job["device"]))
     try:
         n_train = max(cfg["stage_a_samples"], cfg["stage_b_samples"])
         train_q, eval_q = load_questions(cfg["qa_dataset"], n_train, cfg["eval_samples"], cfg["qa_seed"],
@@ -81,8 +102,7 @@ def launch_stage(job: Mapping[str, Any], nproc_per_node: int) -> dict:
     one error line: the job's own error when it printed one, else the log to read."""
     out_dir, stage = Path(job["out_dir"]), job["stage"]
     job_file = write_json_atomic(out_dir / f"launch_{stage.lower()}.json", dict(job))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = int(os.environ.get("EXPSPEC_THREADS") or 0) or max(1, cores // nproc_per_node)
+    threads = threads_per_process(nproc_per_node)  # this worker's cores split over the ranks
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
                "-m", "expspec.kernels.hero.launch", "--job", str(job_file), "--threads", str(threads)]
     log = out_dir / f"torchrun_{stage.lower()}.log"

@@ -246,11 +246,12 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
                     loss = loss + cfg["kd_weight"] * kd
                     parts["kd"] = (parts["kd"] or 0.0) + float(kd.detach()) / len(group_batches)
                 if not torch.isfinite(loss):
-                    append_step_record(diag, {"epoch": epoch, "global_step": start_step + step + 1, "stage": stage,
-                                              "mode": "train", "first_acc": 0.0, "first_acc_top5": 0.0,
-                                              "first": float(first), "kce": float(kce), "kd": None,
-                                              "grad_norm": math.nan, "lr": lr, "sec_per_step": 0.0,
-                                              "answer_length_avg": 0.0, "token_diversity": 0})
+                    if rank == 0:  # one writer of the shared diagnostics file
+                        append_step_record(diag, {"epoch": epoch, "global_step": start_step + step + 1, "stage": stage,
+                                                  "mode": "train", "first_acc": 0.0, "first_acc_top5": 0.0,
+                                                  "first": float(first), "kce": float(kce), "kd": None,
+                                                  "grad_norm": math.nan, "lr": lr, "sec_per_step": 0.0,
+                                                  "answer_length_avg": 0.0, "token_diversity": 0})
                     raise ExpspecError(f"hero stage {stage}: loss is {float(loss)} at step {start_step + step + 1} "
                                        f"(first={float(first):.4g}, kce={float(kce):.4g}); lower the learning rate")
                 (loss / len(group_batches)).backward()
