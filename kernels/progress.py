@@ -73,14 +73,29 @@ def advance(label: str, done: int, total: int) -> None:
 
 
 def read_status(folder: str | Path) -> list[dict]:
-    """Every process's latest record in ``folder`` (the controller's side)."""
+    """Every live process's latest record in ``folder`` (the controller's side). A process
+    that is gone (killed: a test's SIGKILLed child, a crashed worker) never wrote its last
+    line: its file is removed, so its last step is not shown as running forever."""
     out = []
     for path in sorted(Path(folder).glob("*.json")):
+        if path.stem.isdigit() and not _alive(int(path.stem)):
+            path.unlink(missing_ok=True)
+            continue
         try:
             out.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             continue
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process, or no pid at all: leave it
+        return True
+    return True
 
 
 def track(iterable, label: str, total: int | None = None):

@@ -1,7 +1,9 @@
 """The pytest plugins end to end: scale params, criteria, reports, bad options."""
 
 import json
+import os
 import textwrap
+import time
 
 import pytest
 
@@ -141,6 +143,30 @@ def test_progress_shows_family_and_step_also_under_xdist(pytester, xdist, monkey
     result.assert_outcomes(passed=1)
     lines = [line for line in result.stdout.lines if line.startswith("[expspec ")]
     assert lines and "demo fit" in lines[0] and ("gw" in lines[0]) == bool(xdist), result.stdout.str()
+
+
+def test_a_killed_process_progress_is_not_shown_as_running(tmp_path):
+    """A SIGKILLed process (a test's child, a crashed worker) never clears its status file:
+    the controller drops it instead of printing its last step every 20 s for ever."""
+    import signal
+    import subprocess
+    import sys
+
+    from expspec.kernels.progress import read_status
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from expspec.kernels.progress import advance\n"
+        "advance('train r1', 1, 40)\n"
+        "time.sleep(60)\n")], env={**os.environ, "EXPSPEC_PROGRESS_DIR": str(tmp_path)})
+    status = tmp_path / f"{child.pid}.json"
+    deadline = time.monotonic() + 30
+    while not status.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["line"] for r in read_status(tmp_path)] == ["train r1 1/40"]  # alive: shown
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert read_status(tmp_path) == [] and not status.exists()
 
 
 def test_cli_config_resolves_like_pytest(capsys):
