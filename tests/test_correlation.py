@@ -20,9 +20,10 @@ from expspec.kernels.lane_b.correlation import (
     stream_fingerprint,
     usable_lags,
 )
-from expspec.kernels.lane_b.correlation_bootstrap import BlockPairCounts, _per_block_counts
+from expspec.kernels.lane_b.correlation_bootstrap import BlockPairCounts, _block_bootstrap, _per_block_counts
 from expspec.kernels.lane_b.correlation_norms import (
     _frobenius_sq,
+    _norms_at_positions,
     correlation_norms,
     joint_distribution,
     noise_floor,
@@ -144,6 +145,27 @@ def test_block_bootstrap_ci_is_seeded_and_brackets_beta():
         fit = getattr(first, rule)
         assert fit["ci"][0] < fit["beta"] < fit["ci"][1] and fit["n_bootstrap_fitted"] == MIN_BOOTSTRAP
     assert first.ci == tuple(first.floor["ci"])  # the default rule is the floor rule
+
+
+def test_bootstrap_in_worker_processes_is_bit_identical_to_one_process():
+    """Spread over 3 processes (the parent + 2 spawned), every resampled norm, interval and
+    per-resample beta equals the single process's exactly: the shares only move work."""
+    tokens = planted_power_law_stream(2**14, beta=0.6, seed=5)
+    lags, vocab_size = [1, 2, 4, 8, 16], 4
+    measured = _norms_at_positions(tokens, np.array(lags), np.arange(tokens.size - 16), vocab_size, keep_vectors=True)
+    floor = np.full(len(lags), 1e-3)
+    one = _block_bootstrap(tokens, np.array(lags), np.arange(tokens.size - 16), vocab_size, measured, floor,
+                           3.0, 7, 1024, 2)
+    three = _block_bootstrap(tokens, np.array(lags), np.arange(tokens.size - 16), vocab_size, measured, floor,
+                             3.0, 7, 1024, 2, workers=3)
+    for a, b in zip(one, three):
+        assert a.shape == b.shape == (len(lags), 7)
+        assert a.tobytes() == b.tobytes()
+    serial = correlation_decay(tokens, lags, vocab_size, bootstrap=MIN_BOOTSTRAP, seed=1)
+    parallel = correlation_decay(tokens, lags, vocab_size, bootstrap=MIN_BOOTSTRAP, seed=1, workers=2)
+    assert serial.to_dict() == parallel.to_dict()
+    with pytest.raises(ExpspecError, match="workers must be >= 1"):
+        correlation_decay(tokens, lags, vocab_size, bootstrap=MIN_BOOTSTRAP, seed=1, workers=0)
 
 
 def test_usable_window_is_contiguous_from_the_first_lag_above_the_floor():

@@ -212,8 +212,10 @@ def _window_fit(rule: str, norm: str, lags: np.ndarray, fitted: np.ndarray, raw_
 def correlation_decay(tokens, lags, vocab_size: int, floor_factor: float = 3.0,
                       max_pairs: int | None = None, bootstrap: int = 0, seed: int = 0,
                       block_len: int | None = None, beta_window: str = "floor",
-                      noise_shuffles: int = 8, noise_sigmas: float = 3.0) -> CorrelationDecay:
-    """Norms per lag, their noise, both usable windows, beta on each (with its CI); ``beta_window`` chooses."""
+                      noise_shuffles: int = 8, noise_sigmas: float = 3.0, workers: int = 1) -> CorrelationDecay:
+    """Norms per lag, their noise, both usable windows, beta on each (with its CI); ``beta_window`` chooses.
+
+    ``workers``: processes for the block bootstrap (the same numbers for any count)."""
     if floor_factor <= 0 or not np.isfinite(floor_factor):
         raise ExpspecError(f"correlation: floor_factor must be a positive number, got {floor_factor}")
     if noise_sigmas <= 0 or not np.isfinite(noise_sigmas):
@@ -244,7 +246,7 @@ def correlation_decay(tokens, lags, vocab_size: int, floor_factor: float = 3.0,
     if bootstrap:
         block_len = block_len or default_block_len(tokens.size, int(lags.max()))
         op, cross = _block_bootstrap(tokens, lags, positions, vocab_size, measured, noise.floor.op_norm,
-                                     floor_factor, bootstrap, block_len, seed)
+                                     floor_factor, bootstrap, block_len, seed, workers)
         op = _recentred(op, measured.op_norm, log=True)
         excess = _recentred(cross, measured.frob_norm ** 2 - noise.frob2_mean, log=False)
         _bootstrap_fit(fits["floor"], lags, op, np.stack(

@@ -12,6 +12,10 @@ make resampled norms mean what the sample's do).
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,29 +105,63 @@ class BlockPairCounts:
 
 def _block_bootstrap(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray, vocab_size: int,
                      measured: LagNorms, floor_op: np.ndarray, floor_factor: float, n_resamples: int,
-                     block_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                     block_len: int, seed: int, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Resampled (op norms, cross-block ||C||^2), each [lags x resamples].
 
     Lag-major: one lag's block tables live at a time. A resample's operator norm is only
     computed while its floor window is still open (lag n matters only if the lags before
     it passed), which skips most of the expensive norms at long lags; the rest are nan.
+
+    ``workers`` > 1 splits the resamples into that many contiguous shares, one per process
+    (this one and workers - 1 spawned ones, each building its own block tables): every
+    resample is computed from the same weights and start vectors either way, so the result
+    is bit-identical to one process. The per-resample work is numpy passes that hold the
+    GIL, so threads would not help; processes do.
     """
     block = np.unique(positions // block_len, return_inverse=True)[1].ravel()
     n_blocks = int(block.max()) + 1
     if n_blocks < 2:
         raise ExpspecError(f"correlation: the bootstrap needs >= 2 blocks, got 1 (block_len {block_len} "
                            f"for {positions.size} pairs)")
+    if workers < 1:
+        raise ExpspecError(f"correlation: bootstrap workers must be >= 1, got {workers}")
     rng = np.random.default_rng([seed, 3])
     draws = rng.integers(0, n_blocks, size=(n_resamples, n_blocks))
     weights = np.stack([np.bincount(d, minlength=n_blocks) for d in draws]).astype(float)
+    shares = [w for w in np.array_split(weights, min(workers, n_resamples)) if w.shape[0]]
+    job = (tokens, lags, positions, vocab_size, measured.op_vectors, floor_op, floor_factor, block, n_blocks)
+    if len(shares) == 1:
+        return _bootstrap_share(*job, shares[0], True)
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    with ProcessPoolExecutor(len(shares) - 1, mp_context=context, initializer=_die_with_parent) as pool:
+        others = [pool.submit(_bootstrap_share, *job, share, False) for share in shares[1:]]
+        results = [_bootstrap_share(*job, shares[0], True)] + [f.result() for f in others]
+    return (np.concatenate([op for op, _ in results], axis=1),
+            np.concatenate([cross for _, cross in results], axis=1))
+
+
+def _die_with_parent() -> None:
+    """A bootstrap worker ends with the process that spawned it (Linux), never computing on alone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _bootstrap_share(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray, vocab_size: int,
+                     op_vectors: list | None, floor_op: np.ndarray, floor_factor: float, block: np.ndarray,
+                     n_blocks: int, weights: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(op norms, cross-block ||C||^2) [lags x len(weights)] of the resamples with these block weights."""
+    n_resamples = weights.shape[0]
     left_counts = _per_block_counts(tokens[positions], block, vocab_size, n_blocks)
     op = np.full((lags.size, n_resamples), np.nan)
     cross = np.empty((lags.size, n_resamples))
     state = np.zeros(n_resamples, dtype=np.int8)  # floor window: 0 not started, 1 open, 2 closed
+    steps = track(range(lags.size), "block bootstrap of beta (lags)") if progress else range(lags.size)
     with threadpool_limits(limits=1, user_api="blas"):
-        for k in track(range(lags.size), "block bootstrap of beta (lags)"):
+        for k in steps:
             table = BlockPairCounts(tokens, positions, int(lags[k]), vocab_size, block, n_blocks, left_counts)
-            start = measured.op_vectors[k] if measured.op_vectors else None
+            start = op_vectors[k] if op_vectors else None
             for r in range(n_resamples):
                 data, p, q = table.resample(weights[r])
                 outer = p[table.rows] * q[table.cols]

@@ -37,6 +37,14 @@ from expspec.kernels.data.tokenizer import Tokenizer, get_tokenizer
 NGRAM_MAX_ORDER = 12
 
 
+def bootstrap_workers() -> int:
+    """Processes for beta's block bootstrap: this run's torch thread budget (the session's
+    cores // xdist workers, or EXPSPEC_THREADS), so a bootstrap never oversubscribes the cores."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
 def lane_b_tokenizer(lane_b: Mapping[str, Any], split: CorpusSplit) -> Tokenizer:
     return get_tokenizer(lane_b["tokenizer"], [d.text for d in split.train], split.fingerprint)
 
@@ -86,7 +94,8 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
     t0 = time.time()
     corr = correlation_decay(stream, lane_b["lags"], tok.vocab_size, floor_factor=lane_b["floor_factor"],
                              bootstrap=lane_b["bootstrap"], seed=common["seed"], beta_window=lane_b["beta_window"],
-                             noise_shuffles=lane_b["noise_shuffles"], noise_sigmas=lane_b["noise_sigmas"])
+                             noise_shuffles=lane_b["noise_shuffles"], noise_sigmas=lane_b["noise_sigmas"],
+                             workers=bootstrap_workers())
     timings["correlation_s"] = time.time() - t0
     for rule in ("floor", "debiased"):
         fit = getattr(corr, rule)
