@@ -15,7 +15,9 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import signal
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -133,9 +135,14 @@ def _block_bootstrap(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
     if len(shares) == 1:
         return _bootstrap_share(*job, shares[0], True)
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
-    with ProcessPoolExecutor(len(shares) - 1, mp_context=context, initializer=_die_with_parent) as pool:
-        others = [pool.submit(_bootstrap_share, *job, share, False) for share in shares[1:]]
-        results = [_bootstrap_share(*job, shares[0], True)] + [f.result() for f in others]
+    try:
+        with ProcessPoolExecutor(len(shares) - 1, mp_context=context, initializer=_die_with_parent) as pool:
+            others = [pool.submit(_bootstrap_share, *job, share, False) for share in shares[1:]]
+            results = [_bootstrap_share(*job, shares[0], True)] + [f.result() for f in others]
+    except BrokenProcessPool:  # a worker could not start (e.g. a __main__ read from stdin) or was killed
+        warnings.warn("correlation: a bootstrap worker process died; its resamples are computed here "
+                      "instead (same numbers, one process's time)", RuntimeWarning, stacklevel=2)
+        results = [_bootstrap_share(*job, share, index == 0) for index, share in enumerate(shares)]
     return (np.concatenate([op for op, _ in results], axis=1),
             np.concatenate([cross for _, cross in results], axis=1))
 
