@@ -54,21 +54,35 @@ def test_a_failed_node_stops_what_the_other_launcher_started():
     assert not alive(marker)
 
 
+def _launch_and_kill(marker: str, exec_first: bool) -> None:
+    """A parent starts ``sleep`` through DIE_WITH_PARENT and is SIGKILLed: once the sleep
+    runs (``exec_first``) or at once, before the child could ask for PR_SET_PDEATHSIG."""
+    _, seconds = marker.split()
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {DIE_WITH_PARENT!r}, str(os.getpid()), 'sleep', '{seconds}'],"
+        " start_new_session=True)\n"
+        + ("time.sleep(60)\n" if exec_first else "os.kill(os.getpid(), 9)\n"))])
+    if exec_first:
+        deadline = time.monotonic() + 20
+        while not alive(f"^{marker}$") and time.monotonic() < deadline:  # the exec'd sleep itself
+            time.sleep(0.05)
+        assert alive(f"^{marker}$")
+        parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(marker) and time.monotonic() < deadline:  # the sleep, or the python before its exec
+        time.sleep(0.05)
+    assert not alive(marker)
+
+
 def test_a_killed_launching_process_takes_its_torchrun_with_it():
     """What launch_run starts dies with it (PR_SET_PDEATHSIG), so a SIGKILLed pipeline
     leaves nothing training on in the folder its rerun will resume in."""
-    marker = "sleep 62.3456"
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import subprocess, sys, time\n"
-        f"subprocess.Popen([sys.executable, '-c', {DIE_WITH_PARENT!r}, 'sleep', '62.3456'], start_new_session=True)\n"
-        "time.sleep(60)\n")])
-    deadline = time.monotonic() + 20
-    while not alive(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive(marker)
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while alive(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(marker)
+    _launch_and_kill("sleep 62.3456", exec_first=True)
+
+
+def test_a_launching_process_killed_before_its_child_set_up_still_takes_it_along():
+    """The death signal only covers a parent alive when it is asked for: a child whose
+    parent is already gone (adopted by init) ends itself instead of running on."""
+    _launch_and_kill("sleep 63.4567", exec_first=False)

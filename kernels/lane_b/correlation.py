@@ -222,6 +222,8 @@ def correlation_decay(tokens, lags, vocab_size: int, floor_factor: float = 3.0,
         raise ExpspecError(f"correlation: noise_sigmas must be a positive number, got {noise_sigmas}")
     if bootstrap < 0:
         raise ExpspecError(f"correlation: bootstrap must be >= 0, got {bootstrap}")
+    if workers < 1:
+        raise ExpspecError(f"correlation: bootstrap workers must be >= 1, got {workers}")
     if beta_window not in BETA_WINDOWS:
         raise ExpspecError(f"correlation: beta_window must be one of {', '.join(BETA_WINDOWS)}, got {beta_window!r}")
     tokens = _check_stream(tokens, vocab_size)

@@ -12,9 +12,8 @@ make resampled norms mean what the sample's do).
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
-import signal
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +32,7 @@ from expspec.kernels.lane_b.correlation_norms import (
     operator_norm,
     power_operator_norm,
 )
+from expspec.kernels.processes import die_with_parent
 from expspec.kernels.progress import track
 
 if TYPE_CHECKING:
@@ -125,8 +125,6 @@ def _block_bootstrap(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
     if n_blocks < 2:
         raise ExpspecError(f"correlation: the bootstrap needs >= 2 blocks, got 1 (block_len {block_len} "
                            f"for {positions.size} pairs)")
-    if workers < 1:
-        raise ExpspecError(f"correlation: bootstrap workers must be >= 1, got {workers}")
     rng = np.random.default_rng([seed, 3])
     draws = rng.integers(0, n_blocks, size=(n_resamples, n_blocks))
     weights = np.stack([np.bincount(d, minlength=n_blocks) for d in draws]).astype(float)
@@ -135,24 +133,21 @@ def _block_bootstrap(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
     if len(shares) == 1:
         return _bootstrap_share(*job, shares[0], True)
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    mine = None
     try:
-        with ProcessPoolExecutor(len(shares) - 1, mp_context=context, initializer=_die_with_parent) as pool:
+        with ProcessPoolExecutor(len(shares) - 1, mp_context=context, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             others = [pool.submit(_bootstrap_share, *job, share, False) for share in shares[1:]]
-            results = [_bootstrap_share(*job, shares[0], True)] + [f.result() for f in others]
+            mine = _bootstrap_share(*job, shares[0], True)
+            rest = [f.result() for f in others]
     except BrokenProcessPool:  # a worker could not start (e.g. a __main__ read from stdin) or was killed
         warnings.warn("correlation: a bootstrap worker process died; its resamples are computed here "
                       "instead (same numbers, one process's time)", RuntimeWarning, stacklevel=2)
-        results = [_bootstrap_share(*job, share, index == 0) for index, share in enumerate(shares)]
+        mine = mine if mine is not None else _bootstrap_share(*job, shares[0], True)
+        rest = [_bootstrap_share(*job, share, False) for share in shares[1:]]
+    results = [mine, *rest]
     return (np.concatenate([op for op, _ in results], axis=1),
             np.concatenate([cross for _, cross in results], axis=1))
-
-
-def _die_with_parent() -> None:
-    """A bootstrap worker ends with the process that spawned it (Linux), never computing on alone."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _bootstrap_share(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray, vocab_size: int,

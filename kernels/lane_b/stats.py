@@ -38,8 +38,10 @@ NGRAM_MAX_ORDER = 12
 
 
 def bootstrap_workers() -> int:
-    """Processes for beta's block bootstrap: this run's torch thread budget (the session's
-    cores // xdist workers, or EXPSPEC_THREADS), so a bootstrap never oversubscribes the cores."""
+    """Processes for beta's block bootstrap: this process's torch thread count, so a bootstrap
+    takes no more cores than the run's training does. Under pytest that is the session's
+    cores // xdist workers (or EXPSPEC_THREADS / OMP_NUM_THREADS, see devices.configure_threads);
+    from the CLI, torch's own default (OMP_NUM_THREADS, else every physical core)."""
     import torch
 
     return max(1, torch.get_num_threads())

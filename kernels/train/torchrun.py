@@ -104,13 +104,14 @@ def node_command(template: str, node_rank: int, command: list[str]) -> str:
                            "double a literal brace)") from None
 
 
-# Runs a command with PR_SET_PDEATHSIG = SIGTERM (kept across exec): when the launching
-# process dies - a SIGKILLed pipeline - the launched torchrun stops too, instead of training
-# on behind it and racing the rerun for its folder. Not Linux: the command runs as is.
-DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
-                   "try:\n    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
-                   "except (OSError, AttributeError):\n    pass\n"
-                   "os.execvp(sys.argv[1], sys.argv[1:])\n")
+# `python -c DIE_WITH_PARENT PARENT_PID COMMAND...` runs COMMAND with PR_SET_PDEATHSIG =
+# SIGTERM (kept across exec): when the launching process PARENT_PID dies - a SIGKILLed
+# pipeline, even one killed before this line ran - the launched torchrun stops too, instead
+# of training on behind it and racing the rerun for its folder. Not Linux: COMMAND as is.
+DIE_WITH_PARENT = ("import os, sys\n"
+                   "from expspec.kernels.processes import die_with_parent\n"
+                   "die_with_parent(int(sys.argv[1]))\n"
+                   "os.execvp(sys.argv[2], sys.argv[2:])\n")
 
 
 def launch_run(cfg: TrainConfig, data: Path, out_dir: Path, nproc_per_node: int, nnodes: int = 1,
@@ -140,8 +141,8 @@ def launch_run(cfg: TrainConfig, data: Path, out_dir: Path, nproc_per_node: int,
             log.flush()
             # own process group: stopping a node stops what its launcher started too;
             # no stdin: a launcher asking for a password fails instead of hanging the run
-            procs.append(subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, *argv], stdout=log,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            procs.append(subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv],
+                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                           start_new_session=True))
         codes, first = _wait_all(procs)
     finally:
