@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,21 +43,30 @@ def test_minilm_embeds_sentences(austen_sentence):
     assert sim[0, 1] > sim[0, 2]  # a paraphrase is closer than an unrelated sentence
 
 
-def test_installed_names_do_not_clash_with_the_hub_kernels_package(tmp_path):
-    # transformers probes importlib for a package named `kernels` (hub kernels); expspec
-    # installs only `expspec`, so outside this repo's root no `kernels` or `fixtures`
-    # appears and that code path stays off.
+@pytest.mark.parametrize("where", ["elsewhere", "repo root"])
+def test_installed_names_do_not_clash_with_the_hub_kernels_package(tmp_path, where):
+    # transformers imports Hugging Face's hub package `kernels` (a dependency since 5.25).
+    # expspec installs only `expspec`; from the repo root (`python -c` puts it on sys.path,
+    # as a notebook or pytest's rootdir does) the kernels/ folder hands the name over, so
+    # transformers gets the hub package, never this repo's folder.
+    root = Path(__file__).resolve().parents[1]
     code = (
-        "import importlib.util, transformers.utils.import_utils as iu;"
-        "from expspec.kernels.models.gpt import build_tiny_gpt;"
-        "m = build_tiny_gpt(1, 32, 32, 64, 16);"
-        "import torch; out = m(torch.zeros(1, 8, dtype=torch.long));"
-        "print(importlib.util.find_spec('kernels') is None, importlib.util.find_spec('fixtures') is None,"
-        " iu.is_kernels_available(), tuple(out.logits.shape))"
+        "import importlib.metadata as md, importlib.util, sys; from pathlib import Path\n"
+        "try:\n    md.distribution('kernels'); hub = True\nexcept md.PackageNotFoundError:\n    hub = False\n"
+        "import transformers.activations, transformers.utils.import_utils as iu\n"
+        "from expspec.kernels.models.gpt import build_tiny_gpt\n"
+        "m = build_tiny_gpt(1, 32, 32, 64, 16)\n"
+        "import torch; out = m(torch.zeros(1, 8, dtype=torch.long))\n"
+        "try:\n    import kernels; got = Path(kernels.__file__).resolve()\nexcept ModuleNotFoundError:\n    got = None\n"
+        f"ours = got == Path({str(root / 'kernels' / '__init__.py')!r})\n"
+        "print(iu.is_kernels_available() == hub, (got is not None) == hub, ours,"
+        " importlib.util.find_spec('fixtures') is None, tuple(out.logits.shape))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    cwd = root if where == "repo root" else tmp_path
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[-2] == "True True False (1, 8, 64)"
+    # outside the root no `fixtures` is importable either; at the root it is the folder itself
+    assert out.stdout.split("\n")[-2] == f"True True False {where != 'repo root'} (1, 8, 64)"
 
 
 def test_tiny_gpt_nanochat_sizing():
