@@ -39,6 +39,7 @@ from benchlib import alternating, arguments, figure, ratio, write_record  # noqa
 from synthetic_text import text_like_stream  # noqa: E402 (bench/ is the script's folder)
 from expspec.kernels.config import defaults  # noqa: E402
 from expspec.kernels.lane_b.correlation import correlation_decay  # noqa: E402
+from expspec.kernels.lane_b.stats import bootstrap_workers  # noqa: E402
 from expspec.kernels.lane_b.correlation_norms import SVD_TOLERANCE, correlation_norms  # noqa: E402
 
 
@@ -108,23 +109,26 @@ def time_large(vocab_size: int, n_pairs: int, lags: list[int]) -> dict:
 
 
 def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resamples: tuple[int, int],
-                       hero_resamples: int, lags: list[int], noise_shuffles: int) -> dict:
+                       hero_resamples: int, lags: list[int], noise_shuffles: int, workers: int) -> dict:
     """Time beta's whole statistics step at two slices of P; project to the hero size.
 
     At each slice: norms + noise floor (no bootstrap), then the bootstrap at two resample
     counts, which separates its per-lag set-up (block tables) from the cost per resample.
     Each part is fitted linear in P; the projection is set-up + norms + hero_resamples x
-    the per-resample cost, all at the hero P.
+    the per-resample cost, all at the hero P. The bootstrap runs in ``workers`` processes, as
+    ``corpus_stats`` runs it (its per-resample cost is then the processes' share; starting
+    them is set-up).
     """
     print(f"\n== hero statistics step: V = {vocab_size}, {len(lags)} lags, {noise_shuffles} noise shuffles, "
-          f"slices P = {', '.join(f'2^{int(np.log2(p))}' for p in slices)}, {resamples} resamples ==", flush=True)
+          f"slices P = {', '.join(f'2^{int(np.log2(p))}' for p in slices)}, {resamples} resamples, "
+          f"{workers} bootstrap processes ==", flush=True)
     plain, setup, per = [], [], []
     for n_pairs in slices:
         tokens = text_like_stream(n_pairs + max(lags), vocab_size, seed=1)
         times = []
         for r in (0, *resamples):
             start = time.perf_counter()
-            correlation_decay(tokens, lags, vocab_size, bootstrap=r, noise_shuffles=noise_shuffles)
+            correlation_decay(tokens, lags, vocab_size, bootstrap=r, noise_shuffles=noise_shuffles, workers=workers)
             times.append(time.perf_counter() - start)
         plain.append(times[0])
         per.append(max(times[2] - times[1], 0.0) / (resamples[1] - resamples[0]))
@@ -138,26 +142,28 @@ def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resa
     projected = at_hero(plain) + at_hero(setup) + hero_resamples * at_hero(per)
     return {"hero_stats_projection": figure(
         f"hero_stats_projection_P2^{int(np.log2(hero_pairs))}_{hero_resamples}_resamples", projected / 60, "min",
-        target_max=15.0, note="beta: norms, noise floor and block bootstrap, each part linear in P"),
+        target_max=15.0, note=f"beta: norms, noise floor and block bootstrap ({workers} processes), "
+                              "each part linear in P"),
         "slices": {"pairs": slices, "norms_and_noise_s": plain, "bootstrap_setup_s": setup,
-                   "seconds_per_resample": per}}
+                   "seconds_per_resample": per, "bootstrap_workers": workers}}
 
 
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     lane_b = defaults()["lane_b"]
+    workers = bootstrap_workers()  # as corpus_stats: this process's thread count
     if args.quick:
         args.repeats = 2
         figures = compare_with_dense(2048, 2**18, [1, 64], args.repeats)
         figures.update(time_large(49152, 2**20, [1, 64]))
         figures.update(project_hero_stats(49152, 2**24, [2**15, 2**16], (2, 4), 200, lane_b["lags"][:6],
-                                          lane_b["noise_shuffles"]))
+                                          lane_b["noise_shuffles"], workers))
     else:
         figures = compare_with_dense(8192, 2**20, [1, 8, 64], args.repeats)
         figures.update(time_large(49152, 2**22, [1, 8, 64, 192]))
         figures.update(project_hero_stats(49152, 2**24, [2**20, 2**21], (4, 12), lane_b["bootstrap"],
-                                          lane_b["lags"], lane_b["noise_shuffles"]))
+                                          lane_b["lags"], lane_b["noise_shuffles"], workers))
     write_record(args, "correlation", figures)
 
 

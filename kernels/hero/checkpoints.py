@@ -55,6 +55,18 @@ def check_prefix_shape(saved: Any, latent: LatentPrefix, checkpoint: Path) -> No
                                f"expected {tuple(tensor.shape)}")
 
 
+def stage_state(stage: str, models: HeroModels, latent: LatentPrefix, optimizer: torch.optim.Optimizer,
+                global_step: int) -> dict:
+    """A stage checkpoint: the prefix's (and Stage B's LoRA) weights and the AdamW state."""
+    state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": global_step,
+             "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
+    if stage == "B":
+        from peft import get_peft_model_state_dict
+
+        state["lora"] = get_peft_model_state_dict(models.lora)
+    return state
+
+
 def load_stage(models: HeroModels, latent: LatentPrefix, checkpoint: Path, cfg: Mapping[str, Any]) -> dict:
     """Load a stage checkpoint into ``latent`` (and the LoRA weights of a Stage B one)."""
     if not checkpoint.is_file():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Mapping
 
 from expspec.kernels.atomic_io import read_json, write_json_atomic
 from expspec.kernels.errors import ExpspecError
-from expspec.kernels.train.torchrun import threads_per_process
+from expspec.kernels.train.torchrun import run_nodes, threads_per_process
 
 ERROR_MARK = "expspec: error: "
 
@@ -108,11 +107,8 @@ def launch_stage(job: Mapping[str, Any], nproc_per_node: int) -> dict:
     log = out_dir / f"torchrun_{stage.lower()}.log"
     result = job_result_path(out_dir, stage)
     result.unlink(missing_ok=True)
-    with open(log, "w", encoding="utf-8") as handle:
-        handle.write(shlex.join(command) + "\n")
-        handle.flush()
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
+    # its own process group, stopped with it (^C, a failure) and dying with it (a SIGKILL)
+    [code], _ = run_nodes([(command, shlex.join(command))], [log], {**os.environ, "OMP_NUM_THREADS": str(threads)})
     if code != 0 or not result.is_file():
         errors = [line[len(ERROR_MARK):].strip() for line in log.read_text(errors="replace").splitlines()
                   if line.startswith(ERROR_MARK)]

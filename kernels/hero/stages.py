@@ -40,8 +40,8 @@ from expspec.kernels import progress
 from expspec.kernels.atomic_io import write_json_atomic, write_text_atomic
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.hero import ddp, losses
-from expspec.kernels.hero.checkpoints import CHECKPOINT_FORMAT, file_size, load_prefix_optimizer, load_stage, \
-    mid_checkpoint, prune_mid_checkpoints, restore_rng, rng_state, truncate_to
+from expspec.kernels.hero.checkpoints import file_size, load_prefix_optimizer, load_stage, mid_checkpoint, \
+    prune_mid_checkpoints, restore_rng, rng_state, stage_state, truncate_to
 from expspec.kernels.hero.diagnostics import append_epoch_record, append_step_record, first_token_histogram, \
     token_diversity
 from expspec.kernels.hero.latent import LatentPrefix
@@ -196,7 +196,7 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
         rngs = ddp.gather_objects(rng_state(gen), size)  # LoRA dropout draws differ by rank
         if rank != 0:
             return
-        state = _stage_state(stage, models, latent, optimizer, start_step + step)
+        state = stage_state(stage, models, latent, optimizer, start_step + step)
         state["resume"] = {"step": step, "epoch": epoch, "next_group": next_group, "order": order,
                            "max_norm": max_norm, "last_norm": last_norm, "lr": lr, "last_eval": last_eval,
                            "window": window, "epoch_losses": epoch_losses,
@@ -306,7 +306,7 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
     wall = time.perf_counter() - started
     checkpoint = out_dir / f"stage_{stage.lower()}.pt"
     if rank == 0:
-        write_checkpoint(checkpoint, _stage_state(stage, models, latent, optimizer, start_step + step))
+        write_checkpoint(checkpoint, stage_state(stage, models, latent, optimizer, start_step + step))
         if stage == "B":
             models.lora.save_pretrained(out_dir / "lora_adapter")  # adapter_config.json + weights, for peft users
     resumed = {"resumed_from_step": saved["resume"]["step"]} if saved is not None else {}
@@ -315,18 +315,6 @@ def train_stage(stage: str, models: HeroModels, latent: LatentPrefix, train: QAD
             "max_grad_norm": max_norm, "checkpoint": str(checkpoint), "device": str(models.device),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(models.device) / 2 ** 30
             if models.device.type == "cuda" else None, **resumed}
-
-
-def _stage_state(stage: str, models: HeroModels, latent: LatentPrefix, optimizer: torch.optim.Optimizer,
-                 global_step: int) -> dict:
-    """A stage checkpoint's weights and AdamW state (``checkpoints``' format)."""
-    state = {"format": CHECKPOINT_FORMAT, "stage": stage, "global_step": global_step,
-             "latent": latent.state_dict(), "optimizer": optimizer.state_dict()}
-    if stage == "B":
-        from peft import get_peft_model_state_dict
-
-        state["lora"] = get_peft_model_state_dict(models.lora)
-    return state
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

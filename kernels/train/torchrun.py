@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -131,24 +132,12 @@ def launch_run(cfg: TrainConfig, data: Path, out_dir: Path, nproc_per_node: int,
     nodes = [torchrun_command(config, data, out_dir, nproc_per_node, nnodes, rdzv_endpoint, rank)
              for rank in range(nnodes)]
     env = {**os.environ, "OMP_NUM_THREADS": nodes[0][-1]}
-    procs, logs = [], []
-    try:
-        for rank, command in enumerate(nodes):
-            log = open(out_dir / ("torchrun.log" if rank == 0 else f"torchrun-node{rank}.log"), "w", encoding="utf-8")
-            logs.append(log)
-            argv = command if rank == 0 else ["/bin/sh", "-c", node_command(node_launcher, rank, command)]
-            log.write((shlex.join(command) if rank == 0 else argv[-1]) + "\n")
-            log.flush()
-            # own process group: stopping a node stops what its launcher started too;
-            # no stdin: a launcher asking for a password fails instead of hanging the run
-            procs.append(subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv],
-                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                          start_new_session=True))
-        codes, first = _wait_all(procs)
-    finally:
-        _stop(procs)
-        for log in logs:
-            log.close()
+    logs = [out_dir / ("torchrun.log" if rank == 0 else f"torchrun-node{rank}.log") for rank in range(nnodes)]
+    commands = [(nodes[0], shlex.join(nodes[0]))]
+    for rank in range(1, nnodes):
+        line = node_command(node_launcher, rank, nodes[rank])
+        commands.append((["/bin/sh", "-c", line], line))
+    codes, first = run_nodes(commands, logs, env)
     failed = any(code not in (0, 1) for code in codes)  # 1 = trained, but the run failed (NaN)
     if failed or not result.is_file():
         rank = first if first is not None else 0
@@ -156,6 +145,30 @@ def launch_run(cfg: TrainConfig, data: Path, out_dir: Path, nproc_per_node: int,
         raise ExpspecError(f"torchrun run {run_id or out_dir.name}: node {rank} {what}; see "
                            f"{out_dir / ('torchrun.log' if rank == 0 else f'torchrun-node{rank}.log')}")
     return RunSummary.from_dict(read_json(result, "run result"))
+
+
+def run_nodes(nodes: list[tuple[list[str], str]], logs: list[Path],
+              env: Mapping[str, str]) -> tuple[list[int], int | None]:
+    """Run each node's ``(argv, header)`` to its log (the header its first line) until all
+    have ended (see _wait_all); every exit code and the node that failed first. Each runs in
+    its own process group, so stopping a node stops what its launcher started too, and dies
+    with this process (DIE_WITH_PARENT); no stdin, so a launcher asking for a password fails
+    instead of hanging the run. Whatever ends this call - a failure, ^C - stops the rest."""
+    procs, handles = [], []
+    try:
+        for (argv, header), path in zip(nodes, logs, strict=True):
+            handle = open(path, "w", encoding="utf-8")
+            handles.append(handle)
+            handle.write(header + "\n")
+            handle.flush()
+            procs.append(subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *argv],
+                                          stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=dict(env), start_new_session=True))
+        return _wait_all(procs)
+    finally:
+        _stop(procs)
+        for handle in handles:
+            handle.close()
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
