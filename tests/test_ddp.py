@@ -42,9 +42,13 @@ def test_two_gloo_processes_match_the_single_process_run(tmp_path):
     ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
     single = train(cfg, TRAIN, VAL, TOKEN_BYTES, log=lambda _: None)
     assert ddp["world_size"] == 2 and ddp["grad_accum_steps"] == 2 and single.grad_accum_steps == 4
-    assert ddp["train_losses"] == pytest.approx(single.train_losses, abs=1e-5)
+    # Summation order differs (2 ranks x 2 micro-batches, all-reduced, vs 4 micro-batches), and
+    # each optimizer step amplifies it: measured on one 2-core CPU, 2e-7 at steps 1-2, 8e-6 in
+    # step 3's loss, 1.1e-5 in step 4's val_bpb (other days' CPUs stayed under 1e-5). Both ranks
+    # reading rank 0's windows moved the losses by 0.43. abs 1e-4, as the Lane B torchrun tests.
+    assert ddp["train_losses"] == pytest.approx(single.train_losses, abs=1e-4)
     assert [s for s, _ in ddp["evals"]] == [s for s, _ in single.evals] == [0, 2, 4]
-    assert [v for _, v in ddp["evals"]] == pytest.approx([v for _, v in single.evals], abs=1e-5)
+    assert [v for _, v in ddp["evals"]] == pytest.approx([v for _, v in single.evals], abs=1e-4)
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert log.count("Validation bpb") == 3  # rank 0 alone logs and evaluates
     assert (tmp_path / "ddp" / "checkpoint.pt").is_file()
