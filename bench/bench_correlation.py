@@ -152,7 +152,7 @@ def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     lane_b = defaults()["lane_b"]
-    workers = bootstrap_workers()  # as corpus_stats: this process's thread count
+    workers = bootstrap_workers(lane_b["bootstrap"])  # as corpus_stats: its thread count, capped by resamples
     if args.quick:
         args.repeats = 2
         figures = compare_with_dense(2048, 2**18, [1, 64], args.repeats)

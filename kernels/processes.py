@@ -15,11 +15,19 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
     A SIGKILLed pipeline then takes its torchrun or its bootstrap workers down with it,
     instead of leaving them computing on behind it and racing the rerun. A parent that died
     before this call (the request only covers a parent still alive) ends this process the
-    same way now. Elsewhere: a no-op.
+    same way now. ``sig`` gets its default action first: an ignored SIGTERM, inherited from
+    whatever started the pipeline (ignored signals survive fork and exec), would void both.
+    Elsewhere: a no-op.
     """
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
+        return
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+    except ValueError:  # not the main thread: the disposition stays as inherited
+        pass
+    if prctl(PR_SET_PDEATHSIG, sig) != 0:
         return
     if os.getppid() != parent_pid:  # orphaned already, adopted by init or a subreaper
         os.kill(os.getpid(), sig)

@@ -168,6 +168,40 @@ def test_bootstrap_in_worker_processes_is_bit_identical_to_one_process():
         correlation_decay(tokens, lags, vocab_size, bootstrap=MIN_BOOTSTRAP, seed=1, workers=0)
 
 
+FROM_STDIN = """
+import sys, warnings
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from synthetic_streams import planted_power_law_stream
+from expspec.kernels.lane_b.correlation import _norms_at_positions
+from expspec.kernels.lane_b.correlation_bootstrap import _block_bootstrap
+tokens = planted_power_law_stream(2**13, beta=0.6, seed=5)
+lags, pos = np.array([1, 2, 4, 8]), np.arange(2**13 - 8)
+measured = _norms_at_positions(tokens, lags, pos, 4, keep_vectors=True)
+args = (tokens, lags, pos, 4, measured, np.full(4, 1e-3), 3.0, 6, 512, 2)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    spread = _block_bootstrap(*args, workers=2)
+alone = _block_bootstrap(*args)
+print(all(a.tobytes() == b.tobytes() for a, b in zip(spread, alone)),
+      [str(w.message).split(";")[0] for w in caught])
+"""
+
+
+def test_a_bootstrap_worker_that_cannot_start_leaves_the_numbers_unchanged(tmp_path):
+    """A script read from stdin has no __main__ a spawned worker can re-import: the pool breaks,
+    a warning says so, and this process computes the worker's resamples, bit for bit the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-", str(tests)], input=FROM_STDIN, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True ['correlation: a bootstrap worker process died']", out.stdout + out.stderr[-1500:]
+
+
 def test_usable_window_is_contiguous_from_the_first_lag_above_the_floor():
     norms = np.array([0.5, 4.0, 3.5, 2.0, 5.0])  # lag 4 dips under, lag 5 does not count
     usable = usable_lags(norms, np.ones(5), floor_factor=3.0)

@@ -69,6 +69,31 @@ def test_installed_names_do_not_clash_with_the_hub_kernels_package(tmp_path, whe
     assert out.stdout.split("\n")[-2] == f"True True False {where != 'repo root'} (1, 8, 64)"
 
 
+def test_the_kernels_hand_off_skips_other_checkouts_and_stands_in_without_the_hub(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    init = (root / "kernels" / "__init__.py").read_text()
+    other = tmp_path / "other_checkout"
+    (other / "kernels").mkdir(parents=True)
+    (other / "kernels" / "__init__.py").write_text(init)
+    # two checkouts on sys.path (a worktree and PYTHONPATH): each skips both, the hub package wins
+    code = ("import sys, importlib.metadata as md; from pathlib import Path\n"
+            f"sys.path[:0] = [{str(root)!r}, {str(other)!r}]\n"
+            "import kernels; print(Path(kernels.__file__).parent.name, Path(kernels.__file__).parent.parent.name,"
+            " md.version('kernels') != '')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["kernels", "site-packages", "True"]
+    # no hub package (no site-packages at all): the folder stays, empty and versionless
+    code = ("import sys, importlib.metadata as md\n"
+            f"sys.path[:] = [{str(other)!r}] + [p for p in sys.path if 'site-packages' not in p]\n"
+            "import kernels\n"
+            "try:\n    md.version('kernels'); print('versioned')\nexcept md.PackageNotFoundError:\n    print('none')\n"
+            "print(kernels.__file__, hasattr(kernels, 'EXPSPEC_KERNELS'))\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["none", str(other / "kernels" / "__init__.py"), "True"]
+
+
 def test_tiny_gpt_nanochat_sizing():
     shape = tiny_gpt_shape(depth=3, aspect_ratio=50, head_dim=64)
     assert shape.model_dim == 192 and shape.n_head == 3  # 150 rounded up to a multiple of 64

@@ -54,13 +54,14 @@ def test_a_failed_node_stops_what_the_other_launcher_started():
     assert not alive(marker)
 
 
-def _launch_and_kill(marker: str, exec_first: bool) -> None:
+def _launch_and_kill(marker: str, exec_first: bool, sigterm_ignored: bool = False) -> None:
     """A parent starts ``sleep`` through DIE_WITH_PARENT and is SIGKILLed: once the sleep
     runs (``exec_first``) or at once, before the child could ask for PR_SET_PDEATHSIG."""
     _, seconds = marker.split()
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import os, subprocess, sys, time\n"
-        f"subprocess.Popen([sys.executable, '-c', {DIE_WITH_PARENT!r}, str(os.getpid()), 'sleep', '{seconds}'],"
+        "import os, signal, subprocess, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if sigterm_ignored else "")
+        + f"subprocess.Popen([sys.executable, '-c', {DIE_WITH_PARENT!r}, str(os.getpid()), 'sleep', '{seconds}'],"
         " start_new_session=True)\n"
         + ("time.sleep(60)\n" if exec_first else "os.kill(os.getpid(), 9)\n"))])
     if exec_first:
@@ -86,3 +87,9 @@ def test_a_launching_process_killed_before_its_child_set_up_still_takes_it_along
     """The death signal only covers a parent alive when it is asked for: a child whose
     parent is already gone (adopted by init) ends itself instead of running on."""
     _launch_and_kill("sleep 63.4567", exec_first=False)
+
+
+def test_a_launcher_started_with_sigterm_ignored_still_takes_its_torchrun_along():
+    """An ignored signal survives fork and exec: a pipeline started by something that ignores
+    SIGTERM would hand its children a death signal that does nothing, so the child restores it."""
+    _launch_and_kill("sleep 64.5678", exec_first=True, sigterm_ignored=True)

@@ -37,14 +37,20 @@ from expspec.kernels.data.tokenizer import Tokenizer, get_tokenizer
 NGRAM_MAX_ORDER = 12
 
 
-def bootstrap_workers() -> int:
-    """Processes for beta's block bootstrap: this process's torch thread count, so a bootstrap
-    takes no more cores than the run's training does. Under pytest that is the session's
-    cores // xdist workers (or EXPSPEC_THREADS / OMP_NUM_THREADS, see devices.configure_threads);
-    from the CLI, torch's own default (OMP_NUM_THREADS, else every physical core)."""
+MIN_RESAMPLES_PER_WORKER = 12  # starting a worker costs ~6 resamples' time at V = 49152 (bench_correlation)
+
+
+def bootstrap_workers(resamples: int) -> int:
+    """Processes for beta's block bootstrap of ``resamples`` resamples: this process's torch
+    thread count, so a bootstrap takes no more cores than the run's training does, and no more
+    than one per MIN_RESAMPLES_PER_WORKER resamples (each worker builds its own block tables:
+    on a many-core node, one per core would multiply the memory for no gain). Under pytest
+    the thread count is the session's cores // xdist workers (or EXPSPEC_THREADS /
+    OMP_NUM_THREADS, see devices.configure_threads); from the CLI, torch's own default
+    (OMP_NUM_THREADS, else every physical core)."""
     import torch
 
-    return max(1, torch.get_num_threads())
+    return max(1, min(torch.get_num_threads(), resamples // MIN_RESAMPLES_PER_WORKER))
 
 
 def lane_b_tokenizer(lane_b: Mapping[str, Any], split: CorpusSplit) -> Tokenizer:
@@ -97,7 +103,7 @@ def corpus_stats(lane_b: Mapping[str, Any], common: Mapping[str, Any], split: Co
     corr = correlation_decay(stream, lane_b["lags"], tok.vocab_size, floor_factor=lane_b["floor_factor"],
                              bootstrap=lane_b["bootstrap"], seed=common["seed"], beta_window=lane_b["beta_window"],
                              noise_shuffles=lane_b["noise_shuffles"], noise_sigmas=lane_b["noise_sigmas"],
-                             workers=bootstrap_workers())
+                             workers=bootstrap_workers(lane_b["bootstrap"]))
     timings["correlation_s"] = time.time() - t0
     for rule in ("floor", "debiased"):
         fit = getattr(corr, rule)
