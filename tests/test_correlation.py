@@ -3,6 +3,9 @@
 sampling interval (re-selected window, cheap resamples equal to rebuilt ones)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,7 +176,7 @@ import sys, warnings
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from synthetic_streams import planted_power_law_stream
-from expspec.kernels.lane_b.correlation import _norms_at_positions
+from expspec.kernels.lane_b.correlation_norms import _norms_at_positions
 from expspec.kernels.lane_b.correlation_bootstrap import _block_bootstrap
 tokens = planted_power_law_stream(2**13, beta=0.6, seed=5)
 lags, pos = np.array([1, 2, 4, 8]), np.arange(2**13 - 8)
@@ -191,10 +194,6 @@ print(all(a.tobytes() == b.tobytes() for a, b in zip(spread, alone)),
 def test_a_bootstrap_worker_that_cannot_start_leaves_the_numbers_unchanged(tmp_path):
     """A script read from stdin has no __main__ a spawned worker can re-import: the pool breaks,
     a warning says so, and this process computes the worker's resamples, bit for bit the same."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     tests = Path(__file__).resolve().parent
     out = subprocess.run([sys.executable, "-", str(tests)], input=FROM_STDIN, capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
