@@ -258,6 +258,27 @@ def _tensor_bytes(obj):
     return obj
 
 
+def _object_fields(obj):
+    """An unpickled object as nested plain values: arrays as dtype, shape and the sha256 of
+    their bytes (object arrays item by item), an instance as its class and attributes (a
+    fitted sklearn estimator: every coefficient)."""
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            return {"#shape": list(obj.shape), "items": [_object_fields(v) for v in obj.reshape(-1).tolist()]}
+        return f"{obj.dtype}{obj.shape}:{hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}"
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _object_fields(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_object_fields(v) for v in obj]
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return {"#class": f"{type(obj).__module__}.{type(obj).__qualname__}", **_object_fields(vars(obj))}
+    return obj
+
+
 def _log_fields(text: str) -> list[dict]:
     """A trainer log (nanochat's lines): each line's ' | ' fields by name, so timings drop by key."""
     rows = []
@@ -294,8 +315,16 @@ def read_artifact(path: Path):
         from safetensors.torch import load_file
 
         return _tensor_bytes(load_file(path))
-    if suffix in (".pkl", ".npz"):
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if suffix == ".pkl":  # by content: pickle's bytes hang on object identity (a shared str is a memo ref)
+        import pickle
+
+        with open(path, "rb") as f:
+            return _object_fields(pickle.load(f))
+    if suffix == ".npz":  # by content: the zip's entries carry their write time
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: _object_fields(arrays[name]) for name in arrays.files}
     return path.read_text()  # .env, .txt, .md: every byte
 
 
@@ -376,6 +405,25 @@ def test_comparison_sees_a_last_bit_and_honours_exclusions(tmp_path):
         "exclusion 'other.json:y' matches no field", "exclusion 'nothing' matches no field"]
     (b / "extra.csv").write_text("a\n1\n")
     assert "only in b ['extra.csv']" in differences(a, b, ["y", "seconds"])[0][0]
+
+
+def test_pickles_compare_by_content_not_by_bytes(tmp_path):
+    """A pickle's bytes hang on object identity: a string shared by two dicts is written
+    once and then referenced (the BoN predictor's estimator keys differed so between two
+    identical runs). The comparator reads the content, and still sees one ulp in an array."""
+    import pickle
+
+    import numpy as np
+
+    key = "".join(["n_features", "_in_"])  # built at run time: not the interned literal
+    shared = [{key: 1}, {key: np.array([0.5, 1.5])}]
+    apart = [{"n_features_in_": 1}, {"".join(["n_features", "_in_"]): np.array([0.5, 1.5])}]
+    for name, obj in (("a", shared), ("b", apart), ("c", [{key: 1}, {key: np.array([0.5, np.nextafter(1.5, 2)])}])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.pkl").write_bytes(pickle.dumps(obj))
+    assert (tmp_path / "a" / "m.pkl").read_bytes() != (tmp_path / "b" / "m.pkl").read_bytes()
+    assert differences(tmp_path / "a", tmp_path / "b", []) == ([], 3)
+    assert [d.split(":")[1] for d in differences(tmp_path / "a", tmp_path / "c", [])[0]] == [" [1].n_features_in_"]
 
 
 @pytest.mark.slow
