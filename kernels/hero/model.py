@@ -157,14 +157,16 @@ def prefix_embeds(models: HeroModels, latent: LatentPrefix, data: QAData, index:
 def answer_logits(models: HeroModels, prefix: torch.Tensor, answer_inputs: torch.Tensor) -> torch.Tensor:
     """[B, K, V] logits predicting answer tokens 0..K-1 from prefix + answer_inputs [B, K-1].
 
-    Only K positions go through the output head (its vocabulary is most of the cost)."""
+    Only K positions go through the output head (its vocabulary is most of the cost). The
+    K rows are made contiguous first: a strided [B, K, H] slice sends the head's matmul down
+    a batched path, which on CPU cost more than the full-width head it avoids (bench_hero)."""
     pad = answer_inputs.clamp_min(0)  # IGNORE-padded inputs read as token 0; their targets are ignored
     embeds = torch.cat([prefix, models.decoder.get_input_embeddings()(pad.to(models.device)).to(prefix.dtype)], 1)
     start = prefix.shape[1] - 1
     with models.autocast():
         hidden = models.decoder.get_decoder()(inputs_embeds=embeds).last_hidden_state
         k = answer_inputs.shape[1] + 1
-        return models.decoder.get_output_embeddings()(hidden[:, start:start + k]).float()
+        return models.decoder.get_output_embeddings()(hidden[:, start:start + k].contiguous()).float()
 
 
 def teacher_logits(models: HeroModels, data: QAData, index: Sequence[int], targets: torch.Tensor) -> torch.Tensor:
@@ -181,7 +183,7 @@ def teacher_logits(models: HeroModels, data: QAData, index: Sequence[int], targe
         mask[r, width - len(row):] = 1
     with torch.no_grad(), models.teacher(), models.autocast():
         out = models.decoder.get_decoder()(input_ids=ids.to(models.device), attention_mask=mask.to(models.device))
-        hidden = out.last_hidden_state[:, width - k:]
+        hidden = out.last_hidden_state[:, width - k:].contiguous()  # as in answer_logits
         return models.decoder.get_output_embeddings()(hidden).float()
 
 
