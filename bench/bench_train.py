@@ -6,12 +6,16 @@ would bias that. For each model - the default ``nanochat_gpt`` (Muon + AdamW), t
 ``tiny_gpt`` (AdamW) and, unless --no-hf, the HF option (SmolLM2-135M from the shipped
 wheel, AdamW) - ``train()`` runs ``--steps`` optimizer steps (evaluations off), then a
 plain loop runs the same steps on the same model, batch windows, data and optimizer
-(forward, cross-entropy, backward, step, zero_grad: nothing else). The two alternate,
-``--repeats`` times; tokens/s is the median over steps after the first two (the trainer's
+(forward, cross-entropy, backward, step, zero_grad: nothing else), then the plain loop
+again. The three alternate (order reversed every other repeat), ``--repeats`` times; tokens/s is the median over steps after the first two (the trainer's
 own rule) and over repeats:
 
 * trainer_vs_plain_loop_<model>: target >= 1.0 (the trainer's bookkeeping - logging,
   non-finite checks, the LR schedule, timing syncs - costs nothing measurable).
+* plain_loop_vs_itself_<model>: the plain loop run a second time in the same alternation,
+  against itself: no target, it is the noise floor. A trainer ratio this far from 1.0 is
+  the machine's run-to-run spread, not the trainer (the record also keeps each side's
+  min-max over repeats).
 
 Also printed: the scaling-parameter count, the step time and the optimizer step alone
 (Muon's Newton-Schulz iterations are what AdamW does not pay), and on a GPU the MFU, the
@@ -105,23 +109,27 @@ def compare(model: str, args, stream: np.ndarray, vocab: int) -> dict:
     n = scaling_params(model_)
     flops = flops_per_token(cfg, model_, n["total"])
     del model_
-    ours, plain, dts = [], [], []
+    ours, plain, again, dts = [], [], [], []
+    names = ("ours", "plain", "again")  # again: the plain loop a second time, the noise floor
     for r in range(args.repeats):
-        order = ("ours", "plain") if r % 2 == 0 else ("plain", "ours")
-        for name in order:
+        for name in (names if r % 2 == 0 else names[::-1]):
             if name == "ours":
                 result = train(cfg, stream[:split], stream[split:], token_bytes, log=lambda _line: None, label=model)
                 ours.append(result.tok_per_sec_median)
                 dts.append(result.dt_median_ms)
             else:
-                plain.append(statistics.median(plain_loop(cfg, stream[:split], vocab)[WARMUP_STEPS_EXCLUDED:]))
+                (plain if name == "plain" else again).append(
+                    statistics.median(plain_loop(cfg, stream[:split], vocab)[WARMUP_STEPS_EXCLUDED:]))
     opt_ms = optimizer_step_ms(cfg, vocab, repeats=3 if args.quick else 20)
     print(f"  {model}: scaling params {n['total']:,} (all {n['all_params']:,}), step {statistics.median(dts):.1f} ms, "
           f"optimizer alone {opt_ms:.1f} ms", flush=True)
     entry = ratio(f"trainer_vs_plain_loop_{model}", statistics.median(ours), statistics.median(plain), "tok/s",
                   target_min=1.0, reference_name="plain loop")
+    floor = ratio(f"plain_loop_vs_itself_{model}", statistics.median(again), statistics.median(plain), "tok/s",
+                  reference_name="plain loop")
     entry.update(scaling_params=n["total"], all_params=n["all_params"], step_ms=statistics.median(dts),
-                 optimizer_step_ms=opt_ms)
+                 optimizer_step_ms=opt_ms, noise_floor=floor,
+                 spread={"ours": [min(ours), max(ours)], "plain": [min(plain + again), max(plain + again)]})
     if args.device.startswith("cuda"):
         import torch
 
