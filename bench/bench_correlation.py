@@ -21,6 +21,7 @@ median of ``--repeats``:
 
     python bench/bench_correlation.py            # full sizes (the dense full SVD takes minutes)
     python bench/bench_correlation.py --quick    # small sizes, seconds
+    python bench/bench_correlation.py --hero-direct   # + the hero-size step run once (minutes)
 """
 
 from __future__ import annotations
@@ -148,8 +149,25 @@ def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resa
                    "seconds_per_resample": per, "bootstrap_workers": workers}}
 
 
+def time_hero_stats(vocab_size: int, hero_pairs: int, hero_resamples: int, lags: list[int], noise_shuffles: int,
+                    workers: int) -> dict:
+    """The whole hero-size statistics step of beta, run once: the projection's check."""
+    print(f"\n== hero statistics step, measured: V = {vocab_size}, P = 2^{int(np.log2(hero_pairs))}, {len(lags)} "
+          f"lags, {noise_shuffles} noise shuffles, {hero_resamples} resamples, {workers} bootstrap processes ==",
+          flush=True)
+    tokens = text_like_stream(hero_pairs + max(lags), vocab_size, seed=1)
+    start = time.perf_counter()
+    correlation_decay(tokens, lags, vocab_size, bootstrap=hero_resamples, noise_shuffles=noise_shuffles,
+                      workers=workers)
+    return {"hero_stats_measured": figure(
+        f"hero_stats_measured_P2^{int(np.log2(hero_pairs))}_{hero_resamples}_resamples",
+        (time.perf_counter() - start) / 60, "min", target_max=15.0, note="beta, one run at the hero size")}
+
+
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--hero-direct", action="store_true",
+                        help="also run the whole hero-size statistics step once (minutes) beside its projection")
     args = parser.parse_args()
     lane_b = defaults()["lane_b"]
     workers = bootstrap_workers(lane_b["bootstrap"])  # as corpus_stats: its thread count, capped by resamples
@@ -164,6 +182,9 @@ def main() -> None:
         figures.update(time_large(49152, 2**22, [1, 8, 64, 192]))
         figures.update(project_hero_stats(49152, 2**24, [2**20, 2**21], (4, 12), lane_b["bootstrap"],
                                           lane_b["lags"], lane_b["noise_shuffles"], workers))
+        if args.hero_direct:
+            figures.update(time_hero_stats(49152, 2**24, lane_b["bootstrap"], lane_b["lags"], lane_b["noise_shuffles"],
+                                           workers))
     write_record(args, "correlation", figures)
 
 
