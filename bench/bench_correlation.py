@@ -17,7 +17,8 @@ median of ``--repeats``:
   per-lag set-up from its cost per resample), each part fitted linear in P. Target <= 15
   min on 2 cores. (gamma's bootstrap only resamples per-window losses already computed:
   seconds; its model evaluation is the entropy model's forward passes, timed by the
-  trainer benchmark's tokens/s.)
+  trainer benchmark's tokens/s.) --hero-direct also runs that step once at the hero size
+  (hero_stats_measured; a full run only, ignored with --quick), the projection's check.
 
     python bench/bench_correlation.py            # full sizes (the dense full SVD takes minutes)
     python bench/bench_correlation.py --quick    # small sizes, seconds
@@ -138,7 +139,10 @@ def project_hero_stats(vocab_size: int, hero_pairs: int, slices: list[int], resa
               f"{per[-1]:.2f} s per resample", flush=True)
 
     def at_hero(values):
-        return max(float(np.polyval(np.polyfit(slices, values, 1), hero_pairs)), 0.0)
+        # no part costs less at a larger P: a negative fitted slope (two noisy slices) is
+        # floored at the largest slice's cost instead of extrapolated down
+        slope, intercept = np.polyfit(slices, values, 1)
+        return max(float(slope * hero_pairs + intercept) if slope >= 0 else float(values[-1]), 0.0)
 
     projected = at_hero(plain) + at_hero(setup) + hero_resamples * at_hero(per)
     return {"hero_stats_projection": figure(

@@ -142,7 +142,7 @@ def compare(model: str, args, stream: np.ndarray, vocab: int) -> dict:
 
 
 def main() -> None:
-    parser = arguments(__doc__.splitlines()[0], repeats=6)  # 6: each order of the three twice
+    parser = arguments(__doc__.splitlines()[0], repeats=6)  # 6: each of the three rotations twice
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--aspect-ratio", type=int, default=32)
@@ -159,7 +159,7 @@ def main() -> None:
     threads = setup_threads(args)
     print(f"== trainer vs plain loop on {args.device}, {threads} threads: depth {args.depth}, aspect "
           f"{args.aspect_ratio}, head_dim {args.head_dim}, V {args.vocab}, seq {args.seq}, "
-          f"{args.batch_tokens} tokens/step, {args.steps} steps, {args.repeats} repeats ==", flush=True)
+          f"{args.batch_tokens} tokens/step, {args.steps} steps, {args.repeats} rounds ==", flush=True)
     stream = text_like_stream(400_000, args.vocab)
     ratios = {model: compare(model, args, stream, args.vocab) for model in ("nanochat_gpt", "tiny_gpt")}
     if not args.no_hf:

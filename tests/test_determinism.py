@@ -6,7 +6,8 @@ and its own EXPSPEC_CACHE (Lane B trains its BPE tokenizer again): one in this p
 (so set orders of strings differ, and every global RNG starts elsewhere), and compares every
 field of every artifact the two runs wrote: JSON, JSONL, CSV (the 21-column log's notes
 key by key), trainer logs field by field, checkpoints and adapter weights by the bytes of
-each tensor, pickles by their bytes. Floats compare bitwise (NaN equals NaN). A field is
+each tensor, pickles and .npz by their content (arrays by bytes, estimators by attribute;
+a pickle's own bytes follow object identity). Floats compare bitwise (NaN equals NaN). A field is
 left out only when its family's ``*_EXCLUDED`` list names it (timings, timestamps, paths,
 hosts, and what is computed from them), so a new field is compared by default.
 
@@ -274,9 +275,16 @@ def _object_fields(obj):
         return {str(k): _object_fields(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_object_fields(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):  # a tensor: its __dict__ is empty
+        return _tensor_bytes(obj)
+    if isinstance(obj, np.dtype):
+        return str(obj)
     if hasattr(obj, "__dict__") and not isinstance(obj, type):
         return {"#class": f"{type(obj).__module__}.{type(obj).__qualname__}", **_object_fields(vars(obj))}
-    return obj
+    raise TypeError(f"no content comparison for a pickled {type(obj).__module__}.{type(obj).__qualname__}: "
+                    "add one to _object_fields")  # compared by identity it would always differ, or never
 
 
 def _log_fields(text: str) -> list[dict]:
@@ -424,6 +432,11 @@ def test_pickles_compare_by_content_not_by_bytes(tmp_path):
     assert (tmp_path / "a" / "m.pkl").read_bytes() != (tmp_path / "b" / "m.pkl").read_bytes()
     assert differences(tmp_path / "a", tmp_path / "b", []) == ([], 3)
     assert [d.split(":")[1] for d in differences(tmp_path / "a", tmp_path / "c", [])[0]] == [" [1].n_features_in_"]
+    import torch  # a tensor's __dict__ is empty: compared by its bytes, not as an attribute-less object
+
+    assert _object_fields(torch.tensor([1.0])) != _object_fields(torch.tensor([2.0]))
+    with pytest.raises(TypeError, match="no content comparison"):  # unknown types fail, never compare by identity
+        _object_fields(np.random.RandomState(0))
 
 
 @pytest.mark.slow
