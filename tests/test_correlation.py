@@ -25,14 +25,16 @@ from expspec.kernels.lane_b.correlation import (
 )
 from expspec.kernels.lane_b.correlation_bootstrap import BlockPairCounts, _block_bootstrap, _per_block_counts
 from expspec.kernels.lane_b.correlation_norms import (
+    _arpack_top,
     _frobenius_sq,
+    _lanczos_top,
     _norms_at_positions,
     correlation_norms,
     joint_distribution,
     noise_floor,
     operator_norm,
     pair_positions,
-    power_operator_norm,
+    warm_operator_norm,
 )
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.lane_b.config import MIN_BOOTSTRAP, check_bootstrap
@@ -88,6 +90,38 @@ def test_sparse_norms_equal_dense_norms_on_a_zipf_stream_with_subsampled_pairs()
     assert sparse.n_pairs == 5_000
     np.testing.assert_allclose(sparse.op_norm, dense[:, 0], rtol=1e-6)
     np.testing.assert_allclose(sparse.frob_norm, dense[:, 1], rtol=1e-6)
+
+
+def _zipf_joint(vocab_size=400, lag=3, seed=11):
+    tokens = iid_stream(30_000, vocab_size, seed=seed, probs=zipf_probs(vocab_size))
+    tokens[1::5] = tokens[::5][: tokens[1::5].size]  # lag structure: a clear top singular value
+    left, right = tokens[:-lag], tokens[lag:]
+    p = np.bincount(left, minlength=vocab_size) / left.size
+    q = np.bincount(right, minlength=vocab_size) / right.size
+    return joint_distribution(left, right, vocab_size), p, q
+
+
+def test_lanczos_agrees_with_arpack_and_a_dense_svd_on_value_and_vector():
+    joint, p, q = _zipf_joint()
+    start = np.random.default_rng(0).standard_normal(joint.shape[0])
+    sigma, vector = _lanczos_top(joint, p, q, start)
+    reference, reference_vector = _arpack_top(joint, p, q, start)
+    dense = joint.toarray() - np.outer(p, q)
+    assert sigma == pytest.approx(reference, rel=1e-10)
+    assert sigma == pytest.approx(np.linalg.norm(dense, 2), rel=1e-10)
+    assert abs(vector @ reference_vector) == pytest.approx(1.0, abs=1e-8)  # the same direction, up to sign
+    assert np.linalg.norm(dense @ vector) == pytest.approx(sigma, rel=1e-10)
+
+
+def test_an_unconverged_lanczos_hands_over_to_arpack(monkeypatch):
+    import expspec.kernels.lane_b.correlation_norms as norms
+
+    joint, p, q = _zipf_joint()
+    start = np.random.default_rng(0).standard_normal(joint.shape[0])
+    assert _lanczos_top(joint, p, q, start, max_steps=2)[0] is None  # 2 steps cannot meet 1e-12
+    exact = np.linalg.norm(joint.toarray() - np.outer(p, q), 2)
+    monkeypatch.setattr(norms, "LANCZOS_MAX_STEPS", 2)
+    assert operator_norm(joint, p, q) == pytest.approx(exact, rel=1e-10)  # ARPACK took over
 
 
 def test_every_lag_uses_the_same_seeded_pair_positions():
@@ -318,7 +352,7 @@ def test_a_resample_from_block_counts_equals_the_resampled_pairs_rebuilt():
     np.testing.assert_allclose(q, np.bincount(right, minlength=vocab_size) / drawn.size)
     exact = operator_norm(rebuilt, p, q, return_vector=True)
     start = exact[1] + 0.1 * np.random.default_rng(1).standard_normal(vocab_size)
-    assert power_operator_norm(table.joint(data), p, q, start)[0] == pytest.approx(exact[0], rel=1e-6)
+    assert warm_operator_norm(table.joint(data), p, q, start)[0] == pytest.approx(exact[0], rel=1e-7)
     # the cross-block ||C||^2: products of different blocks only, by brute force
     centred = [np.zeros((vocab_size, vocab_size)) for _ in range(n_blocks)]
     for b in range(n_blocks):

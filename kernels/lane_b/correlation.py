@@ -51,7 +51,7 @@ resample carries the sample's noise plus its own, so it sits higher). On planted
 the bootstrap spread then matches the spread of beta across independent streams.
 A resample is cheap: per lag, the pair counts of each block are tabulated once (a sparse
 codes x blocks matrix), so a resample's joint is a sparse mat-vec on a fixed sparsity
-pattern, its Frobenius norm a pass over it, and its operator norm a few power iterations
+pattern, its Frobenius norm a pass over it, and its operator norm a few Lanczos steps
 from the sample's top singular vector (computed only while the floor window is open).
 """
 

@@ -5,7 +5,7 @@ stream, not the lags: the left positions are cut into ~64 contiguous blocks, blo
 drawn with replacement, and each block brings its own pairs. Per lag, the pair counts of
 each block are tabulated once (a sparse codes x blocks matrix), so a resample's joint is
 a sparse mat-vec on a fixed sparsity pattern, its Frobenius norm a pass over it, and its
-operator norm a few power iterations from the sample's top singular vector. Both
+operator norm a few Lanczos steps from the sample's top singular vector. Both
 windows are re-selected in every resample (see correlation.py for the corrections that
 make resampled norms mean what the sample's do).
 """
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from expspec.kernels.errors import ExpspecError
 from expspec.kernels.fit.power_law import fit_power_law, percentile_interval
@@ -29,8 +28,9 @@ from expspec.kernels.lane_b.correlation_norms import (
     ZERO_NORM,
     LagNorms,
     _frobenius_sq,
+    one_blas_thread,
     operator_norm,
-    power_operator_norm,
+    warm_operator_norm,
 )
 from expspec.kernels.processes import die_with_parent
 from expspec.kernels.progress import track
@@ -160,7 +160,7 @@ def _bootstrap_share(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
     cross = np.empty((lags.size, n_resamples))
     state = np.zeros(n_resamples, dtype=np.int8)  # floor window: 0 not started, 1 open, 2 closed
     steps = track(range(lags.size), "block bootstrap of beta (lags)") if progress else range(lags.size)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         for k in steps:
             table = BlockPairCounts(tokens, positions, int(lags[k]), vocab_size, block, n_blocks, left_counts)
             start = op_vectors[k] if op_vectors else None
@@ -176,7 +176,7 @@ def _bootstrap_share(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
                 elif start is None:
                     op[k, r] = operator_norm(table.joint(data), p, q)
                 else:
-                    op[k, r], _ = power_operator_norm(table.joint(data), p, q, start)
+                    op[k, r], _ = warm_operator_norm(table.joint(data), p, q, start)
                 above = op[k, r] > floor_factor * floor_op[k]
                 if state[r] == 0 and above:
                     state[r] = 1
