@@ -46,16 +46,22 @@ def setup_threads(args) -> int:
     return torch.get_num_threads()
 
 
-def alternating(methods: Mapping[str, Callable[[int], float | None]], repeats: int) -> dict[str, float]:
+def alternating(methods: Mapping[str, Callable[[int], float | None]], repeats: int,
+                settle_s: float = 0.0) -> dict[str, float]:
     """Median rate of each method over ``repeats`` rounds, the order reversed every other round.
 
     A method is called with the round number and returns the units of work it did (tokens,
     steps); the rate is units per second (a method returning None counts one unit per call).
+    ``settle_s``: a pause before every timed call, so no call inherits the one before's
+    background work (OpenBLAS's worker threads spin ~0.1 s after a multi-threaded call: on
+    this 2-vCPU box that halved the speed of a 20 ms call made right after one).
     """
     rates: dict[str, list[float]] = {name: [] for name in methods}
     for r in range(repeats):
         order = list(methods) if r % 2 == 0 else list(reversed(list(methods)))
         for name in order:
+            if settle_s:
+                time.sleep(settle_s)
             start = time.perf_counter()
             done = methods[name](r)
             seconds = time.perf_counter() - start

@@ -260,12 +260,15 @@ def warm_operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start
 
 def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray, vocab_size: int,
                         op: bool = True, keep_vectors: bool = False) -> LagNorms:
-    """Norms of C(n) at every lag over the pairs (positions, positions + n).
+    """Norms of C(n) at every lag over the pairs (positions, positions + n); ``positions``
+    sorted and distinct, as ``pair_positions`` gives them.
 
     ``op=False`` skips the operator norm (nan), ``keep_vectors`` keeps its top right
     singular vectors (the bootstrap starts its resamples' Lanczos there).
     """
-    contiguous = positions.size > 0 and bool(np.all(np.diff(positions) == 1))  # a range: slices, not gathers
+    # positions are sorted and distinct (pair_positions): a span as long as their count is a
+    # range, read as slices instead of gathers
+    contiguous = positions.size > 0 and int(positions[-1]) - int(positions[0]) + 1 == positions.size
     first = int(positions[0]) if contiguous else 0
     left = tokens[first:first + positions.size] if contiguous else tokens[positions]
     left_counts = np.bincount(left, minlength=vocab_size)
