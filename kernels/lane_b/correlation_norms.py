@@ -171,6 +171,21 @@ def operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, return_vec
     return (sigma, right) if return_vector else sigma
 
 
+def _centred_products(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray):
+    """v -> C v and u -> C^T u for C = J - p q^T, never formed."""
+    joint_t = joint.T  # a CSC view, no copy
+
+    def matvec(v):
+        v = np.ravel(v)
+        return joint @ v - p * (q @ v)
+
+    def rmatvec(u):
+        u = np.ravel(u)
+        return joint_t @ u - q * (p @ u)
+
+    return matvec, rmatvec
+
+
 def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.ndarray,
                  tolerance: float = SVD_TOLERANCE, max_steps: int | None = None):
     """(sigma, right vector) by Golub-Kahan-Lanczos bidiagonalisation, or (None, best vector).
@@ -182,7 +197,7 @@ def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.n
     bases are reorthogonalised in full (classical Gram-Schmidt: j length-V dot products,
     small against a sparse pass), so no spurious copies of sigma appear.
     """
-    joint_t = joint.T  # a CSC view, no copy
+    matvec, rmatvec = _centred_products(joint, p, q)
     size = joint.shape[0]
     steps = min(max_steps or LANCZOS_MAX_STEPS, size)
     lefts, rights = np.empty((steps, size)), np.empty((steps + 1, size))
@@ -190,7 +205,7 @@ def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.n
     rights[0] = start / np.linalg.norm(start)
     best = rights[0]
     for j in range(steps):
-        u = joint @ rights[j] - p * (q @ rights[j])
+        u = matvec(rights[j])
         if j:
             u -= lefts[:j].T @ (lefts[:j] @ u)
         alpha[j] = np.linalg.norm(u)
@@ -207,7 +222,7 @@ def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.n
             best = right_vecs_t[0] @ rights[:j + 1]
             return float(sigmas[0]), best / np.linalg.norm(best)
         lefts[j] = u / alpha[j]
-        w = joint_t @ lefts[j] - q * (p @ lefts[j])
+        w = rmatvec(lefts[j])
         w -= rights[:j + 1].T @ (rights[:j + 1] @ w)
         beta[j] = np.linalg.norm(w)
         left_vecs, sigmas, right_vecs_t = np.linalg.svd(_bidiagonal(alpha[:j + 1], beta[:j]))
@@ -225,16 +240,7 @@ def _bidiagonal(diagonal: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 def _arpack_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.ndarray):
     """(sigma, right vector) by ARPACK on the implicit operator, from ``start``."""
-    joint_t = joint.T
-
-    def matvec(v):
-        v = np.ravel(v)
-        return joint @ v - p * (q @ v)
-
-    def rmatvec(u):
-        u = np.ravel(u)
-        return joint_t @ u - q * (p @ u)
-
+    matvec, rmatvec = _centred_products(joint, p, q)
     size = joint.shape[0]
     centred = LinearOperator((size, size), matvec=matvec, rmatvec=rmatvec, dtype=float)
     _, top, right = svds(centred, k=1, tol=SVD_TOLERANCE, v0=start, maxiter=100 * size)
@@ -253,8 +259,8 @@ def warm_operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start
     has not converged (a near-degenerate top of the spectrum, i.e. a lag at the noise).
     """
     sigma, vector = _lanczos_top(joint, p, q, start, tolerance=tolerance)
-    if sigma is None:
-        return operator_norm(joint, p, q, return_vector=True)
+    if sigma is None:  # the strict rule, from the best vector this run found
+        return operator_norm(joint, p, q, return_vector=True, start=vector)
     return sigma, vector
 
 
@@ -278,12 +284,13 @@ def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndar
     previous = None  # the last lag's top right singular vector: the next lag's Lanczos start
     with one_blas_thread():
         for k, lag in enumerate(lags):
-            right = tokens[first + lag:first + lag + positions.size] if contiguous else tokens[positions + lag]
             if contiguous:  # right is left shifted by the lag: its counts differ at 2 x lag tokens
+                right = tokens[first + lag:first + lag + positions.size]
                 right_counts = left_counts.copy()
                 np.subtract.at(right_counts, tokens[first:first + lag], 1)
                 np.add.at(right_counts, tokens[first + positions.size:first + positions.size + lag], 1)
             else:
+                right = tokens[positions + lag]
                 right_counts = np.bincount(right, minlength=vocab_size)
             q = right_counts / right.size
             joint = joint_distribution(left, right, vocab_size)
