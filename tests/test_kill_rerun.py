@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,8 @@ def test_sigkill_during_a_csv_append_leaves_whole_rows_and_the_rerun_completes_t
 
 # ---- (d) a run-cache write ---------------------------------------------------------------------
 CACHE_PARTS, CACHE_PART_BYTES = 48, 1 << 18
+CACHE_PART_PAUSE = 0.02  # s after each part: the step lasts ~1 s, longer than any kill delay (the bare writes take
+# ~60 ms here, so a kill 0.03-0.3 s after the third part often came after the rename: CI, 2026-12-07)
 
 
 def cache_step(work: Path) -> dict:
@@ -150,6 +153,7 @@ def cache_step(work: Path) -> dict:
         block = np.random.default_rng([14, i]).integers(0, 256, size=CACHE_PART_BYTES, dtype=np.uint8).tobytes()
         (work / f"part{i:03d}.bin").write_bytes(block)
         digest.update(block)
+        time.sleep(CACHE_PART_PAUSE)
     return {"parts": CACHE_PARTS, "sha256": digest.hexdigest()}
 
 
@@ -171,10 +175,11 @@ def test_sigkill_during_a_run_cache_write_leaves_no_entry_and_the_rerun_computes
         kill_when(proc, lambda: any(len(list(w.glob("part*"))) > 2 for w in root.glob(".killtest-parts-*")),
                   extra_delay=rng.uniform(0.0, 0.3))
         entries = cache_entries(root)
-        if entries:  # the child got to the rename: a whole entry, never a torn one
+        if entries:  # the child got to the rename: a whole entry, never a torn one; try again on an empty cache
             assert [e.key for e in entries] == [reference.key]
             assert json.loads((entries[0].path / "result.json").read_text()) == reference.result
-            break
+            shutil.rmtree(root)
+            continue
         orphaned = len(orphan_work_dirs(root))  # the dead computation's private dir, its lock free
         assert not (root / reference.key).exists()
     assert orphaned, f"no kill of {attempts} landed inside the step"
