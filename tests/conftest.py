@@ -8,3 +8,13 @@ import pytest
 @pytest.fixture(autouse=True)
 def _no_tracking_from_unit_tests(monkeypatch):
     monkeypatch.setenv("EXPSPEC_TRACKING", "off")
+
+
+@pytest.fixture
+def pytester(pytester, monkeypatch):
+    """pytester's inner sessions without hypothesis's plugin: none of them uses hypothesis,
+    and loading it costs each session 1.1 s here (2.7 s with the suite's other worker busy;
+    about 30 inner sessions in `make test`). pytester clears PYTEST_ADDOPTS when it starts,
+    so this is set after it."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
+    return pytester

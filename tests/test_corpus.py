@@ -74,9 +74,17 @@ def test_bad_structured_corpora(tmp_path):
 
 
 def test_hf_corpus_offline_says_what_to_do(monkeypatch):
-    pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # the libraries read those variables when first imported; in a session that imported them
+    # earlier the variables alone are ignored and the load retries an absent network (5 retries,
+    # 23-46 s here) before the same error
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ExpspecError, match="cannot load dataset 'no-such-org/no-such-set'"):
         load_documents("hf:no-such-org/no-such-set")
 

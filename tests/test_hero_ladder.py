@@ -15,7 +15,7 @@ from expspec.kernels.hero.diagnostics import read_diagnostics, read_epoch_diagno
 from expspec.kernels.hero.ladder import PHASE2, PHASE3, RUNGS, HeroLadder, next_rung, rung_delta
 
 STARVED = ["hero.stage_a_samples=16", "hero.stage_a_epochs=1", "hero.stage_b_samples=8", "hero.stage_b_epochs=1",
-           "hero.eval_samples=12", "hero.eval_every=1", "hero.log_every=1", "hero.max_new_tokens=4",
+           "hero.eval_samples=6", "hero.eval_every=2", "hero.log_every=1", "hero.max_new_tokens=4",
            "hero.batch_size=4", "hero.epoch_samples=2",
            "hero.kd_weight=1.0"]  # the distillation teacher runs too
 
