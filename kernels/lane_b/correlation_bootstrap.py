@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.heap import reuse_freed_memory
 from expspec.kernels.fit.power_law import fit_power_law, percentile_interval
 from expspec.kernels.lane_b.correlation_norms import (
     ZERO_NORM,
@@ -160,7 +161,7 @@ def _bootstrap_share(tokens: np.ndarray, lags: np.ndarray, positions: np.ndarray
     cross = np.empty((lags.size, n_resamples))
     state = np.zeros(n_resamples, dtype=np.int8)  # floor window: 0 not started, 1 open, 2 closed
     steps = track(range(lags.size), "block bootstrap of beta (lags)") if progress else range(lags.size)
-    with one_blas_thread():
+    with one_blas_thread(), reuse_freed_memory():  # each resample's arrays reuse the last one's pages
         for k in steps:
             table = BlockPairCounts(tokens, positions, int(lags[k]), vocab_size, block, n_blocks, left_counts)
             start = op_vectors[k] if op_vectors else None

@@ -27,6 +27,7 @@ from scipy.sparse.linalg import LinearOperator, svds
 from threadpoolctl import ThreadpoolController
 
 from expspec.kernels.errors import ExpspecError
+from expspec.kernels.heap import reuse_freed_memory
 
 SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK (and Lanczos) for the top singular value
 LANCZOS_MAX_STEPS = 100  # then ARPACK takes over from the best vector found
@@ -282,7 +283,7 @@ def _norms_at_positions(tokens: np.ndarray, lags: np.ndarray, positions: np.ndar
     op_norm, frob = np.full(lags.size, np.nan), np.empty(lags.size)
     vectors = [] if keep_vectors else None
     previous = None  # the last lag's top right singular vector: the next lag's Lanczos start
-    with one_blas_thread():
+    with one_blas_thread(), reuse_freed_memory():  # each lag's arrays reuse the last lag's pages
         for k, lag in enumerate(lags):
             if contiguous:  # right is left shifted by the lag: its counts differ at 2 x lag tokens
                 right = tokens[first + lag:first + lag + positions.size]
