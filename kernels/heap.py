@@ -7,12 +7,17 @@ per lag, then per resample) thus page-faults all of them in again on every pass:
 on a sparse co-occurrence matrix of 2^20 pairs built per lag: 4,500 faults, 7 of its 22 ms.
 Inside ``reuse_freed_memory`` such arrays come from the heap and stay there between passes.
 
-On leaving the outermost one the trim threshold drops to glibc's own dynamic ceiling (what
-its sliding rule reaches once the process has freed a 32 MiB array: mmap from 32 MiB, trim
-above 64 MiB; glibc stops sliding once they are set), so the next large free gives back
-all but 64 MiB. No malloc_trim(0) there: a caller that runs the context once per lag would
-fault its arrays in again every time (2,900 faults and 20 ms per lag instead of 150 and 14).
-Elsewhere (macOS, musl) it does nothing.
+On leaving the outermost one the trim threshold drops to 64 MiB: once the free top of the
+heap exceeds that, a free gives nearly all of it back (down to glibc's top pad), as it would
+after its own sliding rule had met a 32 MiB array. No malloc_trim(0) there: a caller that
+runs the context once per lag would fault its arrays in again every time (2,900 faults and
+20 ms per lag instead of 150 and 14).
+
+The settings are process-wide and outlive the context: from its first use the process
+mmaps from 32 MiB and trims above 64 MiB with glibc's sliding thresholds off (the values
+that rule reaches in a process that frees arrays this large). A user's own choice
+(``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``) is left
+alone: the context then does nothing. So it does off glibc (macOS, musl).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import threading
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 MMAP_CEILING = 32 << 20  # glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
 KEEP_BYTES = 1 << 30  # freed heap memory kept inside the context
+USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 _lock = threading.Lock()
 _depth = 0
@@ -47,13 +54,17 @@ def _glibc() -> ctypes.CDLL | None:
     return _libc
 
 
+def _user_tuned() -> bool:
+    return any(os.environ.get(name) for name in USER_SETTINGS)
+
+
 @contextlib.contextmanager
 def reuse_freed_memory():
     """Within: freed arrays below 32 MiB stay in the heap (up to ``KEEP_BYTES``) for the next
-    allocation. Nests; the outermost exit sets glibc's ceiling (trim above 64 MiB)."""
+    allocation. Nests; the outermost exit sets the trim threshold to 64 MiB."""
     global _depth
     libc = _glibc()
-    if libc is None:
+    if libc is None or _user_tuned():
         yield
         return
     with _lock:

@@ -111,10 +111,14 @@ def _module_name(code: str | Callable | ModuleType) -> str:
 
 
 def code_fingerprint(code: Iterable[str | Callable | ModuleType], code_version: int | str = 0) -> dict:
-    """{"hash", "modules", "code_version"} of the import closure of ``code``."""
-    closure = module_closure(_module_name(c) for c in code)
-    if not closure:
-        raise ExpspecError(f"run cache: no source found for code {list(code)!r}")
+    """{"hash", "modules", "code_version"} of the import closure of ``code``. Every entry of
+    ``code`` must have a source file: a misspelt module name would otherwise hash only its
+    parent packages, and the step's own edits would never invalidate its entries."""
+    names = [_module_name(c) for c in code]
+    missing = [name for name in names if _module_source(name)[0] is None]
+    if missing:
+        raise ExpspecError(f"run cache: no source found for code {missing!r}")
+    closure = module_closure(names)
     digest = hashlib.sha256(f"code_version={code_version}".encode())
     for name in closure:
         digest.update(b"\0" + name.encode() + b"\0" + Path(_module_source(name)[0]).read_bytes())

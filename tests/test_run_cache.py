@@ -215,3 +215,26 @@ def test_cache_info_and_prune(tmp_path, capsys):
     assert main(["cache", "prune", "--reports-dir", reports, "--unused-since", "2d"]) == 0
     assert {e.step for e in cache_entries(cache.root)} == {"fresh"}
     assert _entry(cache, "old").computed  # a pruned entry is simply recomputed
+
+
+def test_a_misspelt_code_module_fails_loudly_and_names_equal_modules():
+    """A module named by a string hashes as the module object does; a name with no source
+    (a typo) is an error, not a key built from its parent packages alone."""
+    from expspec.kernels import run_cache as module
+    from expspec.kernels.errors import ExpspecError
+    from expspec.kernels.run_cache import code_fingerprint
+
+    assert code_fingerprint(["expspec.kernels.run_cache"]) == code_fingerprint([module])
+    with pytest.raises(ExpspecError, match=r"no source found for code \['expspec.kernels.run_cachez'\]"):
+        code_fingerprint([module, "expspec.kernels.run_cachez"])
+
+
+def test_the_family_plugins_code_names_resolve():
+    """The module names the family plugins key their steps by (imported lazily there) exist."""
+    from expspec.fixtures import bon, hero, lane_b, tempnorm
+    from expspec.kernels.run_cache import code_fingerprint
+
+    names = [bon.ANALYZE, hero.LADDER, lane_b.STATS, *lane_b.PIPELINE, tempnorm.GENERATE, tempnorm.RESCORE,
+             tempnorm.PREDICTOR]
+    for name in names:
+        assert code_fingerprint([name])["modules"], name

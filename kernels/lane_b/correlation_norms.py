@@ -33,7 +33,9 @@ SVD_TOLERANCE = 1e-12  # relative accuracy asked of ARPACK (and Lanczos) for the
 LANCZOS_MAX_STEPS = 100  # then ARPACK takes over from the best vector found
 BREAKDOWN = 1e-12  # a Lanczos vector this small against the ones before: an exact invariant subspace
 WARM_TOLERANCE = 1e-4  # a resample's Lanczos residual / sigma: sigma is then within ~1e-8 (measured <= 5e-9)
+# where the top singular value has a gap; a near-degenerate top (a lag at the noise) only within ~1e-4
 ZERO_NORM = 1e-13  # a Frobenius norm below this is C == 0 up to rounding
+START_MIX = 1e-2  # share of a fixed random vector mixed into a warm start (see _started)
 
 
 @dataclass
@@ -166,6 +168,8 @@ def operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, return_vec
     """
     if start is None:
         start = np.random.default_rng(0).standard_normal(joint.shape[0])  # ones lie in C's null space
+    else:
+        start = _started(start)
     sigma, right = _lanczos_top(joint, p, q, start)
     if sigma is None:  # not converged in LANCZOS_MAX_STEPS (a near-degenerate top): ARPACK
         sigma, right = _arpack_top(joint, p, q, right)
@@ -185,6 +189,17 @@ def _centred_products(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray):
         return joint_t @ u - q * (p @ u)
 
     return matvec, rmatvec
+
+
+def _started(start: np.ndarray) -> np.ndarray:
+    """A warm start with ``START_MIX`` of a fixed random unit vector mixed in. Lanczos only
+    explores the Krylov space of its start: a start with no component along the top singular
+    vector (a neighbouring lag's or the sample's top vector lying in another invariant
+    subspace, possible where C is block-diagonal) would converge to a lower singular value
+    and pass the residual test. ARPACK's restarts found it; with the mix Lanczos does too."""
+    mixed = start / np.linalg.norm(start)
+    noise = np.random.default_rng(1).standard_normal(start.size)
+    return mixed + START_MIX * noise / np.linalg.norm(noise)
 
 
 def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.ndarray,
@@ -259,7 +274,7 @@ def warm_operator_norm(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start
     sigma within ~1e-7 on V = 49152. Falls back to ``operator_norm`` (ARPACK's rule) if it
     has not converged (a near-degenerate top of the spectrum, i.e. a lag at the noise).
     """
-    sigma, vector = _lanczos_top(joint, p, q, start, tolerance=tolerance)
+    sigma, vector = _lanczos_top(joint, p, q, _started(start), tolerance=tolerance)
     if sigma is None:  # the strict rule, from the best vector this run found
         return operator_norm(joint, p, q, return_vector=True, start=vector)
     return sigma, vector
