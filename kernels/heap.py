@@ -17,7 +17,7 @@ The settings are process-wide and outlive the context: from its first use the pr
 mmaps from 32 MiB and trims above 64 MiB with glibc's sliding thresholds off (the values
 that rule reaches in a process that frees arrays this large). A user's own choice
 (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``) is left
-alone: the context then does nothing. So it does off glibc (macOS, musl).
+alone: the context then does nothing, as it does off glibc (macOS, musl).
 """
 
 from __future__ import annotations
