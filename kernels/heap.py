@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import threading
 
@@ -39,18 +38,18 @@ _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
 
 def _glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc (musl's mallopt is a stub), else None. Looked
+    up from the loaded symbols, once: no ldconfig run as ``ctypes.util.find_library`` does."""
     global _libc
     if _libc is False:
         _libc = None
-        name = ctypes.util.find_library("c")
-        if name:
-            try:
-                libc = ctypes.CDLL(name)
-                libc.gnu_get_libc_version  # glibc only: musl's mallopt is a stub
+        try:
+            if os.confstr("CS_GNU_LIBC_VERSION"):
+                libc = ctypes.CDLL(None)
                 libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
                 _libc = libc
-            except (OSError, AttributeError):
-                pass
+        except (ValueError, OSError, AttributeError):  # no such confstr name (macOS, musl), no mallopt
+            pass
     return _libc
 
 

@@ -19,6 +19,7 @@ noise level, measured on shuffled copies of the stream at the same P.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,9 +198,17 @@ def _started(start: np.ndarray) -> np.ndarray:
     vector (a neighbouring lag's or the sample's top vector lying in another invariant
     subspace, possible where C is block-diagonal) would converge to a lower singular value
     and pass the residual test. ARPACK's restarts found it; with the mix Lanczos does too."""
-    mixed = start / np.linalg.norm(start)
-    noise = np.random.default_rng(1).standard_normal(start.size)
-    return mixed + START_MIX * noise / np.linalg.norm(noise)
+    return start / np.linalg.norm(start) + START_MIX * _unit_noise(start.size)
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_noise(size: int) -> np.ndarray:
+    """The fixed random unit vector of ``_started``, drawn once per size (a bootstrap warm-starts
+    thousands of resamples at one V), read-only."""
+    noise = np.random.default_rng(1).standard_normal(size)
+    noise /= np.linalg.norm(noise)
+    noise.flags.writeable = False
+    return noise
 
 
 def _lanczos_top(joint: sp.csr_matrix, p: np.ndarray, q: np.ndarray, start: np.ndarray,
